@@ -1,0 +1,113 @@
+//! What the iptables renderer needs besides the model state: node-level settings
+//! from the configuration and facts about this host, resolved by the shell.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use kpr_model::IpFamily;
+
+use crate::names::masquerade_mark;
+
+/// How to tell traffic from local pods apart from other traffic (upstream
+/// `LocalTrafficDetector`), for one family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalDetector {
+    /// No detector: off-cluster traffic to ClusterIPs is not masqueraded and
+    /// pod-originated external traffic is not short-circuited.
+    None,
+    /// Pod traffic comes from this CIDR (`ClusterCIDR` or `NodeCIDR` mode).
+    Cidr(IpNet),
+    /// Pod traffic enters through this bridge (`BridgeInterface` mode).
+    BridgeInterface(String),
+    /// Pod traffic enters through interfaces with this name prefix
+    /// (`InterfaceNamePrefix` mode).
+    InterfaceNamePrefix(String),
+}
+
+impl LocalDetector {
+    /// Match arguments for "traffic from a local pod".
+    pub fn if_local(&self) -> Option<String> {
+        match self {
+            Self::None => None,
+            Self::Cidr(net) => Some(format!("-s {net}")),
+            Self::BridgeInterface(name) => Some(format!("-i {name}")),
+            Self::InterfaceNamePrefix(prefix) => Some(format!("-i {prefix}+")),
+        }
+    }
+
+    /// Match arguments for "traffic not from a local pod".
+    pub fn if_not_local(&self) -> Option<String> {
+        self.if_local().map(|m| format!("! {m}"))
+    }
+}
+
+/// Which local addresses accept NodePort traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodePortAddresses {
+    /// Every local address (`--dst-type LOCAL`).
+    All,
+    /// Only these addresses (already resolved from `nodePortAddresses` CIDRs against
+    /// the host's interfaces, or the node's primary IPs).
+    Ips(Vec<IpAddr>),
+}
+
+/// nfacct counters that exist on this host (upstream only uses a counter in a rule
+/// if it could create it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NfacctCounters {
+    /// `localhost_nps_accepted_pkts`.
+    pub localhost_nodeports: bool,
+    /// `ct_state_invalid_dropped_pkts`.
+    pub ct_invalid_dropped: bool,
+}
+
+/// Settings for rendering one family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderConfig {
+    /// The family rendered.
+    pub family: IpFamily,
+    /// Masquerade mark as written in rules (e.g. `0x00004000`).
+    pub masquerade_mark: String,
+    /// `masqueradeAll`: masquerade all traffic to ClusterIPs.
+    pub masquerade_all: bool,
+    /// Local traffic detector for this family.
+    pub local_detector: LocalDetector,
+    /// NodePorts answer on 127.0.0.0/8 (IPv4 only; needs `route_localnet`).
+    pub localhost_node_ports: bool,
+    /// Addresses that accept NodePorts.
+    pub node_port_addresses: NodePortAddresses,
+    /// This node's primary IP of the family (load-balancer source ranges that contain
+    /// it also admit traffic sourced from the VIPs).
+    pub node_ip: Option<IpAddr>,
+    /// `MASQUERADE --random-fully` is supported.
+    pub random_fully: bool,
+    /// nfacct counters available.
+    pub nfacct: NfacctCounters,
+    /// `nf_conntrack_tcp_be_liberal` is set: no DROP rule for INVALID packets.
+    pub conntrack_tcp_liberal: bool,
+    /// Above this many endpoints, endpoint comments are omitted (upstream 1000).
+    pub large_cluster_endpoints: usize,
+}
+
+impl RenderConfig {
+    /// Upstream's defaults for a family: mark bit 14, localhost NodePorts on for IPv4,
+    /// every optional kernel feature assumed present (what `--dry-run` prints).
+    pub fn new(family: IpFamily) -> Self {
+        Self {
+            family,
+            masquerade_mark: masquerade_mark(14),
+            masquerade_all: false,
+            local_detector: LocalDetector::None,
+            localhost_node_ports: family == IpFamily::V4,
+            node_port_addresses: NodePortAddresses::All,
+            node_ip: None,
+            random_fully: true,
+            nfacct: NfacctCounters {
+                localhost_nodeports: true,
+                ct_invalid_dropped: true,
+            },
+            conntrack_tcp_liberal: false,
+            large_cluster_endpoints: 1000,
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The store: the model's only mutable part.
+//!
+//! Sources feed it [`Change`]s (one object added, updated or deleted) or a whole
+//! [`Objects`] set (a manifest directory re-read). It keeps the converted form of each
+//! object, marks the Services an event touches, and on [`Store::snapshot`] recomputes
+//! only those Services. Updates that change nothing the data planes use leave the
+//! snapshot's `Arc`s untouched, so a partial sync sees no change (as upstream's change
+//! trackers drop no-op updates).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+
+use crate::endpoint::{SliceInfo, convert_slice, endpoints_for_port};
+use crate::mirror::mirror_endpoints;
+use crate::name::{IpFamily, NamespacedName};
+use crate::node::NodeInfo;
+use crate::problem::{ObjectKind, Problem};
+use crate::service::{ServiceConversion, ServiceInfo, convert_service, service_name};
+use crate::state::{FamilyState, ProxyState, ServicePortState, ServiceState};
+use crate::topology::{NodeTopology, categorize};
+
+/// Services or EndpointSlices carrying this label belong to another proxy.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// Services or EndpointSlices carrying this label are headless: nothing to proxy.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// One object added, updated or deleted.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A Service was added or updated.
+    ServiceUpsert(Box<core::Service>),
+    /// A Service was deleted.
+    ServiceDelete(NamespacedName),
+    /// An EndpointSlice was added or updated.
+    SliceUpsert(Box<discovery::EndpointSlice>),
+    /// An EndpointSlice (by namespace/slice-name) was deleted.
+    SliceDelete(NamespacedName),
+    /// A v1 Endpoints was added or updated (it is mirrored into slices).
+    EndpointsUpsert(Box<core::Endpoints>),
+    /// A v1 Endpoints was deleted.
+    EndpointsDelete(NamespacedName),
+    /// A Node was added or updated (only this node's object is used).
+    NodeUpsert(Box<core::Node>),
+    /// A Node (by name) was deleted.
+    NodeDelete(String),
+}
+
+/// A complete set of objects, as a manifest directory holds them.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    /// Services.
+    pub services: Vec<core::Service>,
+    /// EndpointSlices.
+    pub slices: Vec<discovery::EndpointSlice>,
+    /// v1 Endpoints.
+    pub endpoints: Vec<core::Endpoints>,
+    /// Nodes.
+    pub nodes: Vec<core::Node>,
+}
+
+/// Holds the converted objects and produces [`ProxyState`] snapshots.
+#[derive(Debug)]
+pub struct Store {
+    node: NodeInfo,
+    services: HashMap<NamespacedName, ServiceInfo>,
+    slices: HashMap<NamespacedName, SliceInfo>,
+    mirrored: HashMap<NamespacedName, Vec<SliceInfo>>,
+    slices_by_service: HashMap<NamespacedName, BTreeSet<String>>,
+    dirty: HashSet<NamespacedName>,
+    resolved: [Arc<BTreeMap<NamespacedName, Arc<ServiceState>>>; 2],
+}
+
+fn owned_by_other_proxy(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL) || l.contains_key(HEADLESS_LABEL))
+}
+
+fn slice_key(slice: &discovery::EndpointSlice) -> NamespacedName {
+    NamespacedName::new(
+        slice
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
+        slice.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+impl Store {
+    /// A store for the node called `node_name`.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node: NodeInfo::named(node_name),
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            mirrored: HashMap::new(),
+            slices_by_service: HashMap::new(),
+            dirty: HashSet::new(),
+            resolved: Default::default(),
+        }
+    }
+
+    /// This node as currently known.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Number of Services held (proxied ones only).
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// True if a snapshot would differ from the last one taken.
+    pub fn has_pending_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Applies one change. Problems with the object are returned; the object (or the
+    /// bad part of it) is skipped and everything else keeps working.
+    pub fn apply(&mut self, change: Change) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        match change {
+            Change::ServiceUpsert(svc) => self.upsert_service(&svc, &mut problems),
+            Change::ServiceDelete(name) => {
+                if self.services.remove(&name).is_some() {
+                    self.dirty.insert(name);
+                }
+            }
+            Change::SliceUpsert(slice) => self.upsert_slice(&slice, &mut problems),
+            Change::SliceDelete(key) => self.remove_slice(&key),
+            Change::EndpointsUpsert(eps) => {
+                let key = NamespacedName::new(
+                    eps.metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".to_string()),
+                    eps.metadata.name.clone().unwrap_or_default(),
+                );
+                let slices = mirror_endpoints(&eps, &mut problems);
+                self.set_mirrored(key, slices);
+            }
+            Change::EndpointsDelete(key) => self.set_mirrored(key, Vec::new()),
+            Change::NodeUpsert(node) => self.upsert_node(&node, &mut problems),
+            Change::NodeDelete(name) => {
+                if name == self.node.name && self.node.present {
+                    let zone_before = self.node.zone().map(str::to_owned);
+                    self.node = NodeInfo::named(std::mem::take(&mut self.node.name));
+                    if zone_before.is_some() {
+                        self.mark_all_dirty();
+                    }
+                }
+            }
+        }
+        problems
+    }
+
+    /// Replaces everything with `objects` (a full re-list), marking only the Services
+    /// whose converted form actually changed.
+    pub fn replace_all(&mut self, objects: &Objects) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut seen_services = HashSet::new();
+        for svc in &objects.services {
+            seen_services.insert(service_name(svc));
+            self.upsert_service(svc, &mut problems);
+        }
+        let stale: Vec<_> = self
+            .services
+            .keys()
+            .filter(|k| !seen_services.contains(*k))
+            .cloned()
+            .collect();
+        for name in stale {
+            self.services.remove(&name);
+            self.dirty.insert(name);
+        }
+
+        let mut seen_slices = HashSet::new();
+        for slice in &objects.slices {
+            seen_slices.insert(slice_key(slice));
+            self.upsert_slice(slice, &mut problems);
+        }
+        let stale: Vec<_> = self
+            .slices
+            .keys()
+            .filter(|k| !seen_slices.contains(*k))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.remove_slice(&key);
+        }
+
+        let mut seen_endpoints = HashSet::new();
+        for eps in &objects.endpoints {
+            let key = NamespacedName::new(
+                eps.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_string()),
+                eps.metadata.name.clone().unwrap_or_default(),
+            );
+            let slices = mirror_endpoints(eps, &mut problems);
+            seen_endpoints.insert(key.clone());
+            self.set_mirrored(key, slices);
+        }
+        let stale: Vec<_> = self
+            .mirrored
+            .keys()
+            .filter(|k| !seen_endpoints.contains(*k))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.set_mirrored(key, Vec::new());
+        }
+
+        match objects
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.node.name.as_str()))
+        {
+            Some(node) => self.upsert_node(node, &mut problems),
+            None => {
+                let name = self.node.name.clone();
+                self.apply(Change::NodeDelete(name));
+            }
+        }
+        problems
+    }
+
+    fn upsert_service(&mut self, svc: &core::Service, problems: &mut Vec<Problem>) {
+        let name = service_name(svc);
+        let converted = if owned_by_other_proxy(&svc.metadata) {
+            None
+        } else {
+            match convert_service(svc, problems) {
+                Some(ServiceConversion::Proxied(info)) => Some(info),
+                Some(ServiceConversion::NotProxied(..)) | None => None,
+            }
+        };
+        match converted {
+            Some(info) => {
+                if self.services.get(&name) != Some(&info) {
+                    self.services.insert(name.clone(), info);
+                    self.dirty.insert(name);
+                }
+            }
+            None => {
+                if self.services.remove(&name).is_some() {
+                    self.dirty.insert(name);
+                }
+            }
+        }
+    }
+
+    fn upsert_slice(&mut self, slice: &discovery::EndpointSlice, problems: &mut Vec<Problem>) {
+        let key = slice_key(slice);
+        let converted = if owned_by_other_proxy(&slice.metadata) {
+            None
+        } else {
+            convert_slice(slice, problems)
+        };
+        match converted {
+            Some(info) => {
+                if self.slices.get(&key) == Some(&info) {
+                    return;
+                }
+                // The slice may have moved to another Service (label change).
+                if let Some(old) = self.slices.get(&key) {
+                    if old.service != info.service {
+                        let old_service = old.service.clone();
+                        self.unlink_slice(&old_service, &key.name);
+                    }
+                }
+                self.slices_by_service
+                    .entry(info.service.clone())
+                    .or_default()
+                    .insert(key.name.clone());
+                self.dirty.insert(info.service.clone());
+                self.slices.insert(key, info);
+            }
+            None => self.remove_slice(&key),
+        }
+    }
+
+    fn remove_slice(&mut self, key: &NamespacedName) {
+        if let Some(old) = self.slices.remove(key) {
+            self.unlink_slice(&old.service, &key.name);
+            self.dirty.insert(old.service);
+        }
+    }
+
+    fn unlink_slice(&mut self, service: &NamespacedName, slice_name: &str) {
+        if let Some(set) = self.slices_by_service.get_mut(service) {
+            set.remove(slice_name);
+            if set.is_empty() {
+                self.slices_by_service.remove(service);
+            }
+        }
+        self.dirty.insert(service.clone());
+    }
+
+    fn set_mirrored(&mut self, key: NamespacedName, slices: Vec<SliceInfo>) {
+        let changed = self
+            .mirrored
+            .get(&key)
+            .map_or(!slices.is_empty(), |old| *old != slices);
+        if !changed {
+            return;
+        }
+        if slices.is_empty() {
+            self.mirrored.remove(&key);
+        } else {
+            self.mirrored.insert(key.clone(), slices);
+        }
+        self.dirty.insert(key);
+    }
+
+    fn upsert_node(&mut self, node: &core::Node, problems: &mut Vec<Problem>) {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        if name != self.node.name {
+            problems.push(Problem::new(
+                ObjectKind::Node,
+                name,
+                "metadata.name",
+                format!("not this node ({:?}); ignored", self.node.name),
+            ));
+            return;
+        }
+        let zone_before = self.node.zone().map(str::to_owned);
+        let mut updated = self.node.clone();
+        updated.update_from(node, problems);
+        if updated.zone().map(str::to_owned) != zone_before {
+            self.mark_all_dirty();
+        }
+        self.node = updated;
+    }
+
+    fn mark_all_dirty(&mut self) {
+        self.dirty.extend(self.services.keys().cloned());
+        for map in &self.resolved {
+            self.dirty.extend(map.keys().cloned());
+        }
+    }
+
+    /// Takes a snapshot, recomputing the Services changed since the last one.
+    pub fn snapshot(&mut self) -> ProxyState {
+        let dirty = std::mem::take(&mut self.dirty);
+        for family in IpFamily::ALL {
+            let updates: Vec<(NamespacedName, Option<ServiceState>)> = dirty
+                .iter()
+                .map(|name| {
+                    let state = self.services.get(name).and_then(|svc| {
+                        resolve_service(svc, family, &self.node, self.slices_for(name, svc))
+                    });
+                    (name.clone(), state)
+                })
+                .collect();
+            let map = Arc::make_mut(&mut self.resolved[family.index()]);
+            for (name, state) in updates {
+                match state {
+                    Some(state) => {
+                        if map.get(&name).is_none_or(|old| **old != state) {
+                            map.insert(name, Arc::new(state));
+                        }
+                    }
+                    None => {
+                        map.remove(&name);
+                    }
+                }
+            }
+        }
+        ProxyState {
+            families: IpFamily::ALL.map(|family| FamilyState {
+                family,
+                services: Arc::clone(&self.resolved[family.index()]),
+            }),
+            node: Arc::new(self.node.clone()),
+        }
+    }
+
+    fn slices_for<'a>(&'a self, name: &NamespacedName, svc: &ServiceInfo) -> Vec<&'a SliceInfo> {
+        let mut out: Vec<&SliceInfo> = self
+            .slices_by_service
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice_name| {
+                self.slices.get(&NamespacedName::new(
+                    name.namespace.clone(),
+                    slice_name.clone(),
+                ))
+            })
+            .collect();
+        if !svc.has_selector {
+            if let Some(mirrored) = self.mirrored.get(name) {
+                out.extend(mirrored);
+            }
+        }
+        out
+    }
+}
+
+fn resolve_service(
+    svc: &ServiceInfo,
+    family: IpFamily,
+    node: &NodeInfo,
+    slices: Vec<&SliceInfo>,
+) -> Option<ServiceState> {
+    let ports = &svc.ports[family.index()];
+    if ports.is_empty() {
+        return None;
+    }
+    let topo = NodeTopology {
+        node_name: &node.name,
+        zone: node.zone(),
+    };
+    let family_slices: Vec<&SliceInfo> =
+        slices.into_iter().filter(|s| s.family == family).collect();
+    let ports = ports
+        .iter()
+        .map(|info| {
+            let endpoints = endpoints_for_port(
+                family_slices.iter().copied(),
+                &info.name.port,
+                info.name.protocol,
+                &node.name,
+            );
+            let categorized = categorize(info, &endpoints, topo);
+            ServicePortState {
+                info: info.clone(),
+                endpoints,
+                selection: categorized.selection,
+                has_any_endpoints: categorized.has_any_endpoints,
+            }
+        })
+        .collect();
+    Some(ServiceState {
+        name: svc.name.clone(),
+        ports,
+    })
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,0 +1,156 @@
+//! Reading a whole manifest directory into one consistent set of objects.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use kpr_model::Objects;
+
+use crate::alloc::allocate;
+use crate::manifest::{Object, parse_manifest};
+use crate::problem::SourceProblem;
+
+/// Errors that stop a directory from being read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The directory cannot be listed.
+    #[error("manifest directory {path}: {source}")]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything read from a manifest directory.
+#[derive(Debug, Default)]
+pub struct ManifestSet {
+    /// The objects, ready for [`kpr_model::Store::replace_all`].
+    pub objects: Objects,
+    /// ServiceCIDRs found (used for ClusterIP allocation).
+    pub service_cidrs: Vec<IpNet>,
+    /// Problems: each names the file and object; the rest was read.
+    pub problems: Vec<SourceProblem>,
+    /// ClusterIP / NodePort allocations made for Services written without them.
+    pub allocations: Vec<String>,
+    /// Where each object came from, `Kind namespace/name` -> `file (document n)`, so
+    /// model problems can be traced back to files.
+    pub origins: HashMap<String, String>,
+    /// Manifest files read.
+    pub files: usize,
+}
+
+/// True for files the directory source reads: `*.yaml`, `*.yml`, `*.json`, not hidden.
+pub fn is_manifest_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.')
+        && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+}
+
+fn key(kind: &str, ns: Option<&str>, name: Option<&str>) -> String {
+    match ns {
+        Some(ns) => format!("{kind} {ns}/{}", name.unwrap_or_default()),
+        None => format!("{kind} {}", name.unwrap_or_default()),
+    }
+}
+
+/// Reads every manifest file of `dir` (not recursive, in name order). Unreadable or
+/// broken files and objects are reported in [`ManifestSet::problems`] and skipped.
+pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| SourceError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_manifest_file(p))
+        .collect();
+    files.sort();
+
+    let mut set = ManifestSet::default();
+    // Later definitions of the same object replace earlier ones, as `kubectl apply`
+    // of the directory would; the duplicate is reported.
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut objects: Vec<(String, Object)> = Vec::new();
+    for path in &files {
+        let origin = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                set.problems.push(SourceProblem::new(
+                    &origin,
+                    None,
+                    format!("cannot read file: {e}; file skipped"),
+                ));
+                continue;
+            }
+        };
+        set.files += 1;
+        let parsed = parse_manifest(&text, &origin);
+        set.problems.extend(parsed.problems);
+        for located in parsed.objects {
+            let (kind, meta) = match &located.object {
+                Object::Service(o) => ("Service", &o.metadata),
+                Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+                Object::Endpoints(o) => ("Endpoints", &o.metadata),
+                Object::Node(o) => ("Node", &o.metadata),
+                Object::ServiceCidr(o) => ("ServiceCIDR", &o.metadata),
+            };
+            let namespaced = !matches!(kind, "Node" | "ServiceCIDR");
+            let ns = namespaced.then(|| meta.namespace.as_deref().unwrap_or("default"));
+            let k = key(kind, ns, meta.name.as_deref());
+            let place = match located.document {
+                Some(d) => format!("{} (document {d})", located.file),
+                None => located.file.clone(),
+            };
+            if let Some(&i) = index.get(&k) {
+                set.problems.push(SourceProblem::new(
+                    &located.file,
+                    located.document,
+                    format!(
+                        "{k} is also defined in {}; this definition wins",
+                        objects[i].0
+                    ),
+                ));
+                objects[i] = (place.clone(), located.object);
+            } else {
+                index.insert(k.clone(), objects.len());
+                objects.push((place.clone(), located.object));
+            }
+            set.origins.insert(k, place);
+        }
+    }
+
+    for (_, object) in objects {
+        match object {
+            Object::Service(s) => set.objects.services.push(*s),
+            Object::EndpointSlice(s) => set.objects.slices.push(*s),
+            Object::Endpoints(e) => set.objects.endpoints.push(*e),
+            Object::Node(n) => set.objects.nodes.push(*n),
+            Object::ServiceCidr(c) => {
+                for cidr in c.spec.iter().flat_map(|s| s.cidrs.iter().flatten()) {
+                    match cidr.parse::<IpNet>() {
+                        Ok(net) => set.service_cidrs.push(net),
+                        Err(_) => set.problems.push(SourceProblem::new(
+                            set.origins
+                                .get(&key("ServiceCIDR", None, c.metadata.name.as_deref()))
+                                .map(String::as_str)
+                                .unwrap_or("?"),
+                            None,
+                            format!(
+                                "ServiceCIDR {}: spec.cidrs: invalid CIDR {cidr:?}; skipped",
+                                c.metadata.name.as_deref().unwrap_or_default()
+                            ),
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    set.allocations = allocate(&mut set.objects.services, &set.service_cidrs);
+    Ok(set)
+}

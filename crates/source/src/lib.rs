@@ -1,0 +1,17 @@
+//! Sources of Kubernetes objects for kube-proxy-rs.
+//!
+//! The manifest-directory source reads Services, EndpointSlices, v1 Endpoints, Nodes
+//! and ServiceCIDRs from YAML/JSON files (multi-document, `List` kinds), reports each
+//! broken file or object in one line and keeps the rest, fills in the allocations the
+//! API server would make, and watches the directory for changes.
+
+pub mod alloc;
+pub mod dir;
+pub mod manifest;
+pub mod problem;
+pub mod watch;
+
+pub use dir::{ManifestSet, SourceError, load_dir};
+pub use manifest::{Object, Parsed, parse_manifest};
+pub use problem::SourceProblem;
+pub use watch::{DirWatcher, watch_dir};

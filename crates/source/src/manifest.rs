@@ -1,0 +1,286 @@
+//! Parsing manifest text (multi-document YAML or JSON, `List` kinds) into the objects
+//! kube-proxy-rs reads: Service, EndpointSlice, v1 Endpoints, Node, ServiceCIDR.
+//!
+//! Each YAML document is parsed on its own, so a syntax error costs only that
+//! document. Objects are decoded strictly, like `kubectl apply` with server-side field
+//! validation: an unknown or mistyped field rejects the object with a message naming
+//! the field path. Kinds this proxy does not use (Deployments next to their Service,
+//! say) are ignored.
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::networking::v1 as networking;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::problem::SourceProblem;
+
+/// One object read from a manifest, with where it came from.
+#[derive(Clone, Debug)]
+pub struct Located<T> {
+    /// The file it was read from.
+    pub file: String,
+    /// The 1-based YAML document number (None for JSON).
+    pub document: Option<usize>,
+    /// The object.
+    pub object: T,
+}
+
+/// A decoded object of a kind this proxy reads.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// `v1/Service`.
+    Service(Box<core::Service>),
+    /// `discovery.k8s.io/v1/EndpointSlice`.
+    EndpointSlice(Box<discovery::EndpointSlice>),
+    /// `v1/Endpoints`.
+    Endpoints(Box<core::Endpoints>),
+    /// `v1/Node`.
+    Node(Box<core::Node>),
+    /// `networking.k8s.io/v1/ServiceCIDR`.
+    ServiceCidr(Box<networking::ServiceCIDR>),
+}
+
+/// Everything read from one file.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Decoded objects, in file order.
+    pub objects: Vec<Located<Object>>,
+    /// Problems; the parts they name were skipped.
+    pub problems: Vec<SourceProblem>,
+    /// Kinds that were present but are not used by the proxy.
+    pub ignored_kinds: Vec<String>,
+}
+
+/// Parses the text of one manifest file. `origin` names the file in messages.
+/// JSON is recognised by a leading `{` or `[`; anything else is YAML.
+pub fn parse_manifest(text: &str, origin: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(items)) => {
+                for item in items {
+                    add_document(item, origin, None, &mut parsed);
+                }
+            }
+            Ok(value) => add_document(value, origin, None, &mut parsed),
+            Err(e) => parsed.problems.push(SourceProblem::new(
+                origin,
+                None,
+                format!(
+                    "invalid JSON at line {} column {}: {e}; file skipped",
+                    e.line(),
+                    e.column()
+                ),
+            )),
+        }
+        return parsed;
+    }
+    for (index, (first_line, doc)) in split_yaml_documents(text).into_iter().enumerate() {
+        let number = index + 1;
+        let options = serde_saphyr::options! { strict_booleans: true };
+        match serde_saphyr::from_str_with_options::<Option<Value>>(&doc, options) {
+            Ok(None) | Ok(Some(Value::Null)) => {}
+            Ok(Some(value)) => add_document(value, origin, Some(number), &mut parsed),
+            Err(e) => {
+                let mut msg = e.to_string();
+                // Report lines of the file, not of the document.
+                msg = first_line_note(&msg, first_line);
+                parsed.problems.push(SourceProblem::new(
+                    origin,
+                    Some(number),
+                    format!("invalid YAML: {msg}; document skipped"),
+                ))
+            }
+        }
+    }
+    parsed
+}
+
+fn first_line_note(msg: &str, first_line: usize) -> String {
+    let one_line = msg.lines().next().unwrap_or_default().trim().to_string();
+    if first_line > 1 {
+        format!("{one_line} (document starts at line {first_line})")
+    } else {
+        one_line
+    }
+}
+
+/// Splits YAML text at `---` document markers, keeping each document's first line
+/// number (1-based) for messages.
+fn split_yaml_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_marker {
+            if !current.trim().is_empty() {
+                docs.push((start, std::mem::take(&mut current)));
+            }
+            current.clear();
+            start = i + 2;
+            // Content after the marker on the same line belongs to the new document.
+            if let Some(rest) = line.strip_prefix("---") {
+                if !rest.trim().is_empty() && !rest.trim_start().starts_with('#') {
+                    current.push_str(rest.trim_start());
+                    current.push('\n');
+                    start = i + 1;
+                }
+            }
+            continue;
+        }
+        if line == "..." {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    if !current.trim().is_empty() {
+        docs.push((start, current));
+    }
+    docs
+}
+
+fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+fn describe(value: &Value) -> String {
+    let kind = str_field(value, "kind").unwrap_or("object");
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| str_field(m, "name"))
+        .unwrap_or("<unnamed>");
+    match meta.and_then(|m| str_field(m, "namespace")) {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+fn add_document(value: Value, origin: &str, document: Option<usize>, parsed: &mut Parsed) {
+    let problem = |msg: String| SourceProblem::new(origin, document, msg);
+    if !value.is_object() {
+        parsed
+            .problems
+            .push(problem("not a Kubernetes object (expected a mapping with apiVersion and kind); document skipped".into()));
+        return;
+    }
+    let Some(kind) = str_field(&value, "kind").map(str::to_owned) else {
+        parsed.problems.push(problem(format!(
+            "{}: missing field \"kind\"; skipped",
+            describe(&value)
+        )));
+        return;
+    };
+    let api_version = str_field(&value, "apiVersion")
+        .unwrap_or_default()
+        .to_owned();
+    if kind == "List" || kind.ends_with("List") {
+        let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+        let Some(Value::Array(items)) = value.get("items").cloned() else {
+            parsed.problems.push(problem(format!(
+                "{kind}: missing or invalid field \"items\"; skipped"
+            )));
+            return;
+        };
+        for (i, mut item) in items.into_iter().enumerate() {
+            // Typed lists (ServiceList, ...) may omit kind/apiVersion on items.
+            if let (Some(k), Some(obj)) = (item_kind, item.as_object_mut()) {
+                obj.entry("kind")
+                    .or_insert_with(|| Value::String(k.to_string()));
+                if !api_version.is_empty() {
+                    obj.entry("apiVersion")
+                        .or_insert_with(|| Value::String(api_version.clone()));
+                }
+            }
+            let before = parsed.problems.len();
+            add_document(item, origin, document, parsed);
+            for p in &mut parsed.problems[before..] {
+                p.message = format!("{kind} items[{i}]: {}", p.message);
+            }
+        }
+        return;
+    }
+
+    let expected_api = match kind.as_str() {
+        "Service" | "Endpoints" | "Node" => "v1",
+        "EndpointSlice" => "discovery.k8s.io/v1",
+        "ServiceCIDR" => "networking.k8s.io/v1",
+        _ => {
+            parsed.ignored_kinds.push(kind);
+            return;
+        }
+    };
+    let api_ok = api_version == expected_api
+        || (kind == "ServiceCIDR" && api_version == "networking.k8s.io/v1beta1");
+    if !api_ok {
+        parsed.problems.push(problem(format!(
+            "{}: unsupported apiVersion {api_version:?} (expected {expected_api:?}); skipped",
+            describe(&value)
+        )));
+        return;
+    }
+    let what = describe(&value);
+    let decoded = match kind.as_str() {
+        "Service" => decode::<core::Service>(value).map(|o| Object::Service(Box::new(o))),
+        "Endpoints" => decode::<core::Endpoints>(value).map(|o| Object::Endpoints(Box::new(o))),
+        "Node" => decode::<core::Node>(value).map(|o| Object::Node(Box::new(o))),
+        "EndpointSlice" => {
+            decode::<discovery::EndpointSlice>(value).map(|o| Object::EndpointSlice(Box::new(o)))
+        }
+        _ => {
+            let mut value = value;
+            // v1beta1 has the same shape.
+            value["apiVersion"] = Value::String("networking.k8s.io/v1".into());
+            decode::<networking::ServiceCIDR>(value).map(|o| Object::ServiceCidr(Box::new(o)))
+        }
+    };
+    match decoded {
+        Ok(object) => parsed.objects.push(Located {
+            file: origin.to_string(),
+            document,
+            object,
+        }),
+        Err(reason) => parsed
+            .problems
+            .push(problem(format!("{what}: {reason}; skipped"))),
+    }
+}
+
+/// Decodes a JSON value strictly: type errors and unknown fields name the field path.
+fn decode<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+    let mut unknown: Vec<String> = Vec::new();
+    let mut on_unknown =
+        |path: serde_ignored::Path<'_>| unknown.push(clean_path(&path.to_string()));
+    let result: Result<T, _> = {
+        let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
+        serde_path_to_error::deserialize(de)
+    };
+    match result {
+        Err(e) => {
+            let path = clean_path(&e.path().to_string());
+            let inner = e.into_inner().to_string();
+            if path.is_empty() || path == "." {
+                Err(inner)
+            } else {
+                Err(format!("{path}: {inner}"))
+            }
+        }
+        Ok(_) if !unknown.is_empty() => Err(format!("unknown field {:?}", unknown.join(", "))),
+        Ok(object) => Ok(object),
+    }
+}
+
+/// serde_ignored marks `Option` levels with `?`; drop them.
+fn clean_path(path: &str) -> String {
+    path.split('.')
+        .filter(|seg| *seg != "?")
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[cfg(test)]
+#[path = "manifest_tests.rs"]
+mod tests;
