@@ -11,5 +11,8 @@ pub mod render;
 
 pub use config::{LocalDetector, NfacctCounters, NodePortAddresses, RenderConfig};
 pub use render::{RenderStats, Rendered, SyncMode, render};
+pub mod apply;
 pub mod dump;
+pub mod exec;
+pub mod proxier;
 pub mod trace;

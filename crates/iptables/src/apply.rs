@@ -1,0 +1,522 @@
+//! Applying rendered rules to the kernel: the only code in this crate that changes
+//! kernel state (through [`Runner`]).
+//!
+//! As upstream: one `iptables-restore --noflush --counters` per sync (the filter and
+//! nat tables each commit atomically; chains not declared in the input are left
+//! alone), the jump rules from the built-in chains ensured on full syncs, and canary
+//! chains that reveal an external flush (firewalld reload, `iptables -F`). Unlike
+//! upstream, the jump rules are checked with one `iptables-save` per table instead of
+//! one `iptables -C` per rule, and missing ones are inserted in one restore.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kpr_model::IpFamily;
+
+use crate::dump::{Dump, split_words};
+use crate::exec::{Output, Runner};
+use crate::names::*;
+
+/// Which iptables binaries to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// `iptables` as installed (whatever alternative it points to).
+    #[default]
+    Default,
+    /// `iptables-nft`.
+    Nft,
+    /// `iptables-legacy`.
+    Legacy,
+}
+
+/// Errors from running the iptables tools.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The program could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program failed.
+    #[error("{program} failed (exit {status}): {stderr}{}", failing_line.as_ref().map(|(n, l)| format!("; input line {n}: {l}")).unwrap_or_default())]
+    Failed {
+        /// The program.
+        program: String,
+        /// Exit status.
+        status: i32,
+        /// Its first error line.
+        stderr: String,
+        /// The input line iptables-restore reported, with its text.
+        failing_line: Option<(usize, String)>,
+    },
+    /// Output that could not be parsed.
+    #[error("cannot parse {program} output: {message}")]
+    Parse {
+        /// The program.
+        program: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A jump rule from a built-in chain to one of ours (upstream `iptablesJumpChains`).
+#[derive(Clone, Copy, Debug)]
+pub struct JumpRule {
+    /// Table.
+    pub table: &'static str,
+    /// Built-in chain the rule is in.
+    pub from: &'static str,
+    /// Our chain it jumps to.
+    pub to: &'static str,
+    /// Its comment ("" for none).
+    pub comment: &'static str,
+    /// Only for new connections (`-m conntrack --ctstate NEW`).
+    pub new_only: bool,
+}
+
+const fn jump(
+    table: &'static str,
+    to: &'static str,
+    from: &'static str,
+    comment: &'static str,
+    new_only: bool,
+) -> JumpRule {
+    JumpRule {
+        table,
+        from,
+        to,
+        comment,
+        new_only,
+    }
+}
+
+/// The jump rules upstream installs, in its order (each is inserted at the top, so
+/// the last one ends up first). The last two are duplicates of kubelet's rules.
+pub const JUMP_RULES: [JumpRule; 14] = [
+    jump(
+        "filter",
+        KUBE_EXTERNAL_SERVICES,
+        "INPUT",
+        "kubernetes externally-visible service portals",
+        true,
+    ),
+    jump(
+        "filter",
+        KUBE_EXTERNAL_SERVICES,
+        "FORWARD",
+        "kubernetes externally-visible service portals",
+        true,
+    ),
+    jump(
+        "filter",
+        KUBE_NODEPORTS,
+        "INPUT",
+        "kubernetes health check service ports",
+        false,
+    ),
+    jump(
+        "filter",
+        KUBE_SERVICES,
+        "FORWARD",
+        "kubernetes service portals",
+        true,
+    ),
+    jump(
+        "filter",
+        KUBE_SERVICES,
+        "OUTPUT",
+        "kubernetes service portals",
+        true,
+    ),
+    jump(
+        "filter",
+        KUBE_FORWARD,
+        "FORWARD",
+        "kubernetes forwarding rules",
+        false,
+    ),
+    jump(
+        "filter",
+        KUBE_PROXY_FIREWALL,
+        "INPUT",
+        "kubernetes load balancer firewall",
+        true,
+    ),
+    jump(
+        "filter",
+        KUBE_PROXY_FIREWALL,
+        "OUTPUT",
+        "kubernetes load balancer firewall",
+        true,
+    ),
+    jump(
+        "filter",
+        KUBE_PROXY_FIREWALL,
+        "FORWARD",
+        "kubernetes load balancer firewall",
+        true,
+    ),
+    jump(
+        "nat",
+        KUBE_SERVICES,
+        "OUTPUT",
+        "kubernetes service portals",
+        false,
+    ),
+    jump(
+        "nat",
+        KUBE_SERVICES,
+        "PREROUTING",
+        "kubernetes service portals",
+        false,
+    ),
+    jump(
+        "nat",
+        KUBE_POSTROUTING,
+        "POSTROUTING",
+        "kubernetes postrouting rules",
+        false,
+    ),
+    jump("filter", KUBE_FIREWALL, "INPUT", "", false),
+    jump("filter", KUBE_FIREWALL, "OUTPUT", "", false),
+];
+
+impl JumpRule {
+    /// The rule text after `-A CHAIN` / `-I CHAIN`, quoted for iptables-restore.
+    pub fn spec(&self) -> String {
+        let mut s = String::new();
+        if self.new_only {
+            s.push_str("-m conntrack --ctstate NEW ");
+        }
+        if !self.comment.is_empty() {
+            s.push_str(&format!("-m comment --comment \"{}\" ", self.comment));
+        }
+        s.push_str("-j ");
+        s.push_str(self.to);
+        s
+    }
+}
+
+/// The iptables tools of one family and backend.
+#[derive(Clone)]
+pub struct Iptables {
+    family: IpFamily,
+    iptables: String,
+    save: String,
+    restore: String,
+    runner: Arc<dyn Runner>,
+}
+
+impl std::fmt::Debug for Iptables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iptables")
+            .field("family", &self.family)
+            .field("iptables", &self.iptables)
+            .finish()
+    }
+}
+
+/// Features of the installed iptables found by probing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `MASQUERADE --random-fully` (iptables >= 1.6.2).
+    pub random_fully: bool,
+}
+
+impl Iptables {
+    /// Tools for `family` with `backend`, run through `runner`.
+    pub fn new(family: IpFamily, backend: Backend, runner: Arc<dyn Runner>) -> Self {
+        let base = match family {
+            IpFamily::V4 => "iptables",
+            IpFamily::V6 => "ip6tables",
+        };
+        let suffix = match backend {
+            Backend::Default => "",
+            Backend::Nft => "-nft",
+            Backend::Legacy => "-legacy",
+        };
+        Self {
+            family,
+            iptables: format!("{base}{suffix}"),
+            save: format!("{base}{suffix}-save"),
+            restore: format!("{base}{suffix}-restore"),
+            runner,
+        }
+    }
+
+    /// The family these tools program.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, ApplyError> {
+        self.runner
+            .run(program, args, stdin)
+            .map_err(|source| ApplyError::Spawn {
+                program: program.to_string(),
+                source,
+            })
+    }
+
+    fn check(&self, program: &str, out: Output, input: Option<&str>) -> Result<Output, ApplyError> {
+        if out.success() {
+            return Ok(out);
+        }
+        let failing_line = out
+            .stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Error occurred at line: "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .and_then(|n| {
+                input
+                    .and_then(|text| text.lines().nth(n.saturating_sub(1)))
+                    .map(|l| (n, l.to_string()))
+            });
+        Err(ApplyError::Failed {
+            program: program.to_string(),
+            status: out.status,
+            stderr: out
+                .stderr
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            failing_line,
+        })
+    }
+
+    /// Probes optional features.
+    pub fn probe(&self) -> Features {
+        let version = self
+            .run(&self.iptables, &["--version"], None)
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        Features {
+            random_fully: version_at_least(&version, (1, 6, 2)),
+        }
+    }
+
+    /// `iptables-save` of one table (or all tables), parsed.
+    pub fn save(&self, table: Option<&str>) -> Result<Dump, ApplyError> {
+        let args: Vec<&str> = match table {
+            Some(t) => vec!["-t", t],
+            None => vec![],
+        };
+        let out = self.run(&self.save, &args, None)?;
+        let out = self.check(&self.save, out, None)?;
+        Dump::parse(&out.stdout).map_err(|e| ApplyError::Parse {
+            program: self.save.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The nat chains that exist now (to delete stale service chains).
+    pub fn nat_chains(&self) -> Result<BTreeSet<String>, ApplyError> {
+        Ok(self
+            .save(Some("nat"))?
+            .table("nat")
+            .map(|t| t.chains.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    /// Runs `iptables-restore --noflush --counters` with `text`.
+    pub fn restore(&self, text: &str) -> Result<(), ApplyError> {
+        let out = self.run(
+            &self.restore,
+            &["-w", "5", "--noflush", "--counters"],
+            Some(text.as_bytes()),
+        )?;
+        self.check(&self.restore, out, Some(text)).map(|_| ())
+    }
+
+    /// Makes sure our top-level chains exist and the built-in chains jump to them, and
+    /// creates the canary chains. Returns how many jump rules were missing.
+    pub fn ensure_jumps_and_canaries(&self) -> Result<usize, ApplyError> {
+        let mut missing = 0;
+        let mut input = String::new();
+        for table in ["filter", "nat", "mangle"] {
+            let dump = self.save(Some(table))?;
+            let existing = dump.table(table);
+            input.push_str(&format!("*{table}\n"));
+            // Declaring a chain that exists would flush it, so only missing ones.
+            let has_chain =
+                |c: &str| existing.is_some_and(|t| t.chains.iter().any(|ch| ch.name == c));
+            let mut ours: Vec<&str> = JUMP_RULES
+                .iter()
+                .filter(|j| j.table == table)
+                .map(|j| j.to)
+                .collect();
+            ours.push(KUBE_PROXY_CANARY);
+            ours.sort_unstable();
+            ours.dedup();
+            for c in ours {
+                if !has_chain(c) {
+                    input.push_str(&format!(":{c} - [0:0]\n"));
+                }
+            }
+            for j in JUMP_RULES.iter().filter(|j| j.table == table) {
+                let present = existing
+                    .and_then(|t| t.chains.iter().find(|c| c.name == j.from))
+                    .is_some_and(|c| {
+                        c.rules.iter().any(|r| {
+                            r.jump.as_deref() == Some(j.to)
+                                && r.comment.as_deref().unwrap_or_default() == j.comment
+                        })
+                    });
+                if !present {
+                    missing += 1;
+                    input.push_str(&format!("-I {} 1 {}\n", j.from, j.spec()));
+                }
+            }
+            input.push_str("COMMIT\n");
+        }
+        self.restore(&input)?;
+        Ok(missing)
+    }
+
+    /// True if every canary chain still exists (false after an external flush).
+    pub fn canaries_present(&self) -> bool {
+        ["mangle", "nat", "filter"].iter().all(|t| {
+            self.run(
+                &self.iptables,
+                &["-w", "5", "-t", t, "-S", KUBE_PROXY_CANARY],
+                None,
+            )
+            .is_ok_and(|o| o.success())
+        })
+    }
+
+    /// Removes every chain and jump rule kube-proxy (ours or upstream's iptables or
+    /// IPVS mode) creates in this family, keeping kubelet's chains. Idempotent.
+    pub fn cleanup(&self) -> Result<usize, ApplyError> {
+        let mut removed = 0;
+        let dump = self.save(None)?;
+        for table in &dump.tables {
+            let ours: Vec<&str> = table
+                .chains
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|c| is_cleanup_chain(table.name.as_str(), c))
+                .collect();
+            if ours.is_empty() {
+                continue;
+            }
+            // First unlink: delete rules in other chains that jump to ours.
+            for chain in table
+                .chains
+                .iter()
+                .filter(|c| !ours.contains(&c.name.as_str()))
+            {
+                for rule in chain
+                    .rules
+                    .iter()
+                    .filter(|r| r.jump.as_deref().is_some_and(|j| ours.contains(&j)))
+                {
+                    let words = split_words(&rule.raw);
+                    let mut args: Vec<&str> = vec!["-w", "5", "-t", &table.name, "-D"];
+                    args.extend(words.iter().skip(1).map(String::as_str));
+                    let out = self.run(&self.iptables, &args, None)?;
+                    self.check(&self.iptables, out, None)?;
+                    removed += 1;
+                }
+            }
+            // Then flush and delete ours in one restore.
+            let mut input = format!("*{}\n", table.name);
+            for c in &ours {
+                input.push_str(&format!(":{c} - [0:0]\n"));
+            }
+            for c in &ours {
+                input.push_str(&format!("-X {c}\n"));
+            }
+            input.push_str("COMMIT\n");
+            self.restore(&input)?;
+            removed += ours.len();
+        }
+        Ok(removed)
+    }
+}
+
+/// Chains `--cleanup` removes: all kube-proxy chains of the iptables and IPVS modes.
+/// kubelet's `KUBE-FIREWALL`, `KUBE-KUBELET-CANARY` and `KUBE-IPTABLES-HINT` stay.
+pub fn is_cleanup_chain(table: &str, chain: &str) -> bool {
+    if is_service_chain(chain) {
+        return table == "nat";
+    }
+    match table {
+        "nat" => matches!(
+            chain,
+            "KUBE-SERVICES"
+                | "KUBE-NODEPORTS"
+                | "KUBE-POSTROUTING"
+                | "KUBE-MARK-MASQ"
+                | "KUBE-MARK-DROP"
+                | "KUBE-PROXY-CANARY"
+                | "KUBE-LOAD-BALANCER"
+                | "KUBE-LOOP-BACK"
+                | "KUBE-EXTERNAL-SERVICES"
+        ),
+        "filter" => matches!(
+            chain,
+            "KUBE-SERVICES"
+                | "KUBE-EXTERNAL-SERVICES"
+                | "KUBE-FORWARD"
+                | "KUBE-NODEPORTS"
+                | "KUBE-PROXY-FIREWALL"
+                | "KUBE-PROXY-CANARY"
+                | "KUBE-SOURCE-RANGES-FIREWALL"
+                | "KUBE-IPVS-FILTER"
+                | "KUBE-IPVS-OUT-FILTER"
+        ),
+        "mangle" => chain == "KUBE-PROXY-CANARY",
+        _ => false,
+    }
+}
+
+fn version_at_least(version_output: &str, min: (u32, u32, u32)) -> bool {
+    let Some(v) = version_output
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('v'))
+    else {
+        return false;
+    };
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let got = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    got >= min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// iptables prints "iptables v1.8.9 (nf_tables)"; --random-fully needs 1.6.2.
+    #[test]
+    fn version_parse() {
+        assert!(version_at_least("iptables v1.8.9 (nf_tables)", (1, 6, 2)));
+        assert!(!version_at_least("iptables v1.6.1", (1, 6, 2)));
+        assert!(!version_at_least("garbage", (1, 6, 2)));
+    }
+
+    /// Cleanup keeps kubelet's chains and takes every kube-proxy one.
+    #[test]
+    fn cleanup_selection() {
+        assert!(is_cleanup_chain("nat", "KUBE-SVC-XPGD46QRK7WJZT7O"));
+        assert!(is_cleanup_chain("filter", "KUBE-PROXY-FIREWALL"));
+        assert!(!is_cleanup_chain("filter", "KUBE-FIREWALL"));
+        assert!(!is_cleanup_chain("nat", "KUBE-KUBELET-CANARY"));
+        assert!(!is_cleanup_chain("mangle", "KUBE-IPTABLES-HINT"));
+    }
+}

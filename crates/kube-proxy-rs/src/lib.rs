@@ -1,0 +1,3 @@
+//! kube-proxy-rs: wiring and the sync loop.
+
+pub mod scheduler;
