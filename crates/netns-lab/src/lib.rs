@@ -23,3 +23,8 @@ pub enum LabError {
     #[error("a thread inside a namespace panicked")]
     ThreadPanicked,
 }
+pub mod backend;
+pub mod client;
+pub mod cluster;
+
+pub use cluster::{Cluster, Host, Node};
