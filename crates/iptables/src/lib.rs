@@ -14,5 +14,6 @@ pub use render::{RenderStats, Rendered, SyncMode, render};
 pub mod apply;
 pub mod dump;
 pub mod exec;
+pub mod nfacct;
 pub mod proxier;
 pub mod trace;

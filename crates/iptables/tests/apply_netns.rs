@@ -148,3 +148,37 @@ fn apply_lifecycle_in_netns() {
     );
     assert_eq!(ipt.cleanup().unwrap(), 0, "second cleanup finds nothing");
 }
+
+/// nfacct counters can be created (twice: idempotent) and read, and a rule using one
+/// then loads.
+#[test]
+fn nfacct_counters_in_netns() {
+    let ns = Netns::new("nfa").unwrap();
+    let created = ns
+        .enter(|| {
+            kpr_iptables::nfacct::ensure("ct_state_invalid_dropped_pkts")?;
+            kpr_iptables::nfacct::ensure("ct_state_invalid_dropped_pkts")?;
+            kpr_iptables::nfacct::read("ct_state_invalid_dropped_pkts")
+        })
+        .unwrap();
+    assert_eq!(created.unwrap(), kpr_iptables::nfacct::Counts::default());
+    ns.exec("iptables", &["-N", "X"]).unwrap();
+    ns.exec(
+        "iptables",
+        &[
+            "-A",
+            "X",
+            "-m",
+            "nfacct",
+            "--nfacct-name",
+            "ct_state_invalid_dropped_pkts",
+            "-j",
+            "DROP",
+        ],
+    )
+    .unwrap();
+    let missing = ns
+        .enter(|| kpr_iptables::nfacct::read("no_such_counter"))
+        .unwrap();
+    assert!(missing.is_err());
+}

@@ -1,3 +1,5 @@
 //! kube-proxy-rs: wiring and the sync loop.
 
+pub mod dataplane;
+pub mod host;
 pub mod scheduler;
