@@ -7,6 +7,8 @@
 //! - `upstream.<family>` (optional): upstream kube-proxy's expected rules for the same
 //!   objects, from its proxier tests; our output, ordered as upstream's tests order
 //!   rules, must be identical;
+//! - `upstream-<table>-<CHAIN>.<family>` (optional): the exact, ordered rules upstream
+//!   expects in one chain (upstream `assertIPTablesChainEqual`);
 //! - `flows.<family>` (optional): packets traced through our rules
 //!   (`name | source | protocol | destination | port | output | masq`), as upstream's
 //!   packet-flow tests;
@@ -277,6 +279,27 @@ fn check_flows(dir: &Path, fam: &str, sc: &Scenario, text: &str, failures: &mut 
     }
 }
 
+fn check_chain_files(dir: &Path, fam: &str, text: &str, failures: &mut Vec<String>) {
+    let dump = Dump::parse(text).unwrap();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("upstream-").and_then(|r| r.strip_suffix(&format!(".{fam}"))) else {
+            continue;
+        };
+        let Some((table, chain)) = rest.split_once('-') else { continue };
+        let expected = std::fs::read_to_string(&path).unwrap();
+        let actual: String = dump
+            .chain(table, chain)
+            .map(|c| c.rules.iter().map(|r| format!("{}\n", r.raw)).collect())
+            .unwrap_or_default();
+        if expected != actual {
+            failures.push(format!("{}: chain {table}/{chain} differs:\n{}", path.display(), line_diff(&expected, &actual)));
+        }
+    }
+}
+
 fn run_scenario(dir: &Path) -> Vec<String> {
     let mut failures = Vec::new();
     let sc: Scenario = match std::fs::read_to_string(dir.join("scenario.yaml")) {
@@ -323,6 +346,7 @@ fn run_scenario(dir: &Path) -> Vec<String> {
                 ));
             }
         }
+        check_chain_files(dir, fam, &rendered.text, &mut failures);
         check_flows(dir, fam, &sc, &rendered.text, &mut failures);
     }
     failures
