@@ -46,7 +46,8 @@ struct Scenario {
     localhost_node_ports: bool,
     node_port_addresses: Option<Vec<IpNet>>,
     random_fully: bool,
-    nfacct: bool,
+    nfacct_localhost_nodeports: bool,
+    nfacct_ct_invalid_dropped: bool,
     conntrack_tcp_liberal: bool,
     families: Vec<String>,
 }
@@ -72,7 +73,8 @@ impl Default for Scenario {
             localhost_node_ports: true,
             node_port_addresses: None,
             random_fully: false,
-            nfacct: true,
+            nfacct_localhost_nodeports: true,
+            nfacct_ct_invalid_dropped: true,
             conntrack_tcp_liberal: false,
             families: vec!["v4".into()],
         }
@@ -144,8 +146,8 @@ fn render_config(sc: &Scenario, family: IpFamily) -> RenderConfig {
         node_ip: if v6 { sc.node_ip_v6 } else { sc.node_ip_v4 },
         random_fully: sc.random_fully,
         nfacct: NfacctCounters {
-            localhost_nodeports: sc.nfacct,
-            ct_invalid_dropped: sc.nfacct,
+            localhost_nodeports: sc.nfacct_localhost_nodeports,
+            ct_invalid_dropped: sc.nfacct_ct_invalid_dropped,
         },
         conntrack_tcp_liberal: sc.conntrack_tcp_liberal,
         large_cluster_endpoints: 1000,
@@ -281,21 +283,33 @@ fn check_flows(dir: &Path, fam: &str, sc: &Scenario, text: &str, failures: &mut 
 
 fn check_chain_files(dir: &Path, fam: &str, text: &str, failures: &mut Vec<String>) {
     let dump = Dump::parse(text).unwrap();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
     for path in entries {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("upstream-").and_then(|r| r.strip_suffix(&format!(".{fam}"))) else {
+        let Some(rest) = name
+            .strip_prefix("upstream-")
+            .and_then(|r| r.strip_suffix(&format!(".{fam}")))
+        else {
             continue;
         };
-        let Some((table, chain)) = rest.split_once('-') else { continue };
+        let Some((table, chain)) = rest.split_once('-') else {
+            continue;
+        };
         let expected = std::fs::read_to_string(&path).unwrap();
         let actual: String = dump
             .chain(table, chain)
             .map(|c| c.rules.iter().map(|r| format!("{}\n", r.raw)).collect())
             .unwrap_or_default();
         if expected != actual {
-            failures.push(format!("{}: chain {table}/{chain} differs:\n{}", path.display(), line_diff(&expected, &actual)));
+            failures.push(format!(
+                "{}: chain {table}/{chain} differs:\n{}",
+                path.display(),
+                line_diff(&expected, &actual)
+            ));
         }
     }
 }
