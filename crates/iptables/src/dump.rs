@@ -20,7 +20,8 @@ pub struct Table {
     pub name: String,
     /// Chains in declaration order (chains only appended to are added on first use).
     pub chains: Vec<Chain>,
-    /// Chains deleted with `-X` in this input.
+    /// Chains deleted with `-X` in this input (restore input only; they are also
+    /// declared, which flushes them before deletion).
     pub deleted: Vec<String>,
 }
 
@@ -232,14 +233,42 @@ impl Dump {
                 continue;
             }
             if let Some(name) = line.strip_prefix("-X ") {
-                let name = name.trim();
-                table.chains.retain(|c| c.name != name);
-                table.deleted.push(name.to_string());
+                table.deleted.push(name.trim().to_string());
                 continue;
             }
-            let Some((chain, rule)) = Rule::parse(line) else {
+            // `-I CHAIN [N] ...` (used to insert jump rules) is an append at position N.
+            let (line, insert_at) = match line.strip_prefix("-I ") {
+                Some(rest) => {
+                    let mut words = rest.splitn(3, ' ');
+                    let chain = words.next().unwrap_or_default();
+                    let second = words.next().unwrap_or_default();
+                    match second.parse::<usize>() {
+                        Ok(n) => (
+                            format!("-A {chain} {}", words.next().unwrap_or_default()),
+                            Some(n.max(1) - 1),
+                        ),
+                        Err(_) => (
+                            format!("-A {chain} {second} {}", words.next().unwrap_or_default()),
+                            Some(0),
+                        ),
+                    }
+                }
+                None => (line.to_string(), None),
+            };
+            let Some((chain, rule)) = Rule::parse(&line) else {
                 return Err(bad("not a rule, chain or table line"));
             };
+            if let Some(at) = insert_at {
+                match table.chains.iter_mut().find(|c| c.name == chain) {
+                    Some(c) => c.rules.insert(at.min(c.rules.len()), rule),
+                    None => table.chains.push(Chain {
+                        name: chain,
+                        policy: "-".into(),
+                        rules: vec![rule],
+                    }),
+                }
+                continue;
+            }
             match table.chains.iter_mut().find(|c| c.name == chain) {
                 Some(c) => c.rules.push(rule),
                 None => table.chains.push(Chain {
@@ -282,6 +311,9 @@ impl Dump {
                     out.push_str(&r.raw);
                     out.push('\n');
                 }
+            }
+            for d in &t.deleted {
+                let _ = writeln!(out, "-X {d}");
             }
             out.push_str("COMMIT\n");
         }

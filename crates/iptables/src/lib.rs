@@ -14,6 +14,7 @@ pub use render::{RenderStats, Rendered, SyncMode, render};
 pub mod apply;
 pub mod dump;
 pub mod exec;
+pub mod fake;
 pub mod nfacct;
 pub mod proxier;
 pub mod trace;
