@@ -126,13 +126,12 @@ impl FakeIptables {
             // Consistency: every jump target exists.
             for c in &table.chains {
                 for r in &c.rules {
-                    if let Some(j) = r.jump.as_deref() {
-                        if !BUILTIN_TARGETS.contains(&j)
+                    if let Some(j) = r.jump.as_deref()
+                        && !BUILTIN_TARGETS.contains(&j)
                             && !table.chains.iter().any(|x| x.name == j)
                         {
                             return Err(format!("chain {} jumps to missing chain {j}", c.name));
                         }
-                    }
                 }
             }
         }
@@ -160,11 +159,10 @@ impl Runner for FakeIptables {
                     .to_text(),
                 );
             }
-            if text.is_empty() {
-                if let Some(t) = table {
+            if text.is_empty()
+                && let Some(t) = table {
                     text = format!("*{t}\nCOMMIT\n");
                 }
-            }
             out.stdout = text;
         } else if program.ends_with("-restore") {
             let input = String::from_utf8_lossy(stdin.unwrap_or_default()).into_owned();

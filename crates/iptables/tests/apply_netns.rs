@@ -2,6 +2,8 @@
 //! full sync, partial sync with stale-chain deletion, idempotent jump rules, a failed
 //! restore leaving the previous rules in place, and cleanup.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use kpr_iptables::apply::{Backend, Iptables};

@@ -17,6 +17,8 @@
 //! `scenario.yaml` (optional) changes the settings; the defaults are those of
 //! upstream's fake proxier (`NewFakeProxier`).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! or full sync writes (upstream TestSyncProxyRulesLargeClusterMode), and stale-chain
 //! deletion from our own record.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 
 use kpr_iptables::apply::{Backend, Iptables};

@@ -3,6 +3,8 @@
 //! upstream's, in `tests/golden-steps/sync-repeated/stepN.v4` (compared in upstream's
 //! test order).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 

@@ -3,3 +3,5 @@
 pub mod dataplane;
 pub mod host;
 pub mod scheduler;
+pub mod manifests;
+pub mod run;

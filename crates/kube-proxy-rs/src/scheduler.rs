@@ -99,11 +99,10 @@ impl Scheduler {
             Some(t) if t > now => Some(t),
             _ => None,
         };
-        if let Some(r) = self.retry_at {
-            if r > now {
+        if let Some(r) = self.retry_at
+            && r > now {
                 at = Some(at.map_or(r, |a| a.max(r)));
             }
-        }
         if wanted {
             if let Some(at) = at {
                 return Due::Wait(at);

@@ -268,12 +268,11 @@ impl Store {
                     return;
                 }
                 // The slice may have moved to another Service (label change).
-                if let Some(old) = self.slices.get(&key) {
-                    if old.service != info.service {
+                if let Some(old) = self.slices.get(&key)
+                    && old.service != info.service {
                         let old_service = old.service.clone();
                         self.unlink_slice(&old_service, &key.name);
                     }
-                }
                 self.slices_by_service
                     .entry(info.service.clone())
                     .or_default()
@@ -394,11 +393,10 @@ impl Store {
                 ))
             })
             .collect();
-        if !svc.has_selector {
-            if let Some(mirrored) = self.mirrored.get(name) {
+        if !svc.has_selector
+            && let Some(mirrored) = self.mirrored.get(name) {
                 out.extend(mirrored);
             }
-        }
         out
     }
 }

@@ -1,6 +1,8 @@
 //! The test bed itself: pods reach each other across nodes, clients reach nodes, in
 //! both families, and nothing is left behind afterwards.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::IpAddr;
 use std::time::Duration;
 
