@@ -33,7 +33,7 @@ pub enum Backend {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The program could not be started.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}")]
     Spawn {
         /// The program.
         program: String,

@@ -128,10 +128,10 @@ impl FakeIptables {
                 for r in &c.rules {
                     if let Some(j) = r.jump.as_deref()
                         && !BUILTIN_TARGETS.contains(&j)
-                            && !table.chains.iter().any(|x| x.name == j)
-                        {
-                            return Err(format!("chain {} jumps to missing chain {j}", c.name));
-                        }
+                        && !table.chains.iter().any(|x| x.name == j)
+                    {
+                        return Err(format!("chain {} jumps to missing chain {j}", c.name));
+                    }
                 }
             }
         }
@@ -160,9 +160,10 @@ impl Runner for FakeIptables {
                 );
             }
             if text.is_empty()
-                && let Some(t) = table {
-                    text = format!("*{t}\nCOMMIT\n");
-                }
+                && let Some(t) = table
+            {
+                text = format!("*{t}\nCOMMIT\n");
+            }
             out.stdout = text;
         } else if program.ends_with("-restore") {
             let input = String::from_utf8_lossy(stdin.unwrap_or_default()).into_owned();

@@ -1,7 +1,10 @@
 //! kube-proxy-rs: wiring and the sync loop.
 
+pub mod app;
 pub mod dataplane;
 pub mod host;
-pub mod scheduler;
 pub mod manifests;
+pub mod observer;
+pub mod render_settings;
 pub mod run;
+pub mod scheduler;

@@ -32,6 +32,13 @@ impl ManifestSource {
         }
     }
 
+    /// The problem and allocation lines of the last reload.
+    pub fn reported_lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.reported.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// The directory.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir

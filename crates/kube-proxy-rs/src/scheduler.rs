@@ -100,9 +100,10 @@ impl Scheduler {
             _ => None,
         };
         if let Some(r) = self.retry_at
-            && r > now {
-                at = Some(at.map_or(r, |a| a.max(r)));
-            }
+            && r > now
+        {
+            at = Some(at.map_or(r, |a| a.max(r)));
+        }
         if wanted {
             if let Some(at) = at {
                 return Due::Wait(at);

@@ -269,10 +269,11 @@ impl Store {
                 }
                 // The slice may have moved to another Service (label change).
                 if let Some(old) = self.slices.get(&key)
-                    && old.service != info.service {
-                        let old_service = old.service.clone();
-                        self.unlink_slice(&old_service, &key.name);
-                    }
+                    && old.service != info.service
+                {
+                    let old_service = old.service.clone();
+                    self.unlink_slice(&old_service, &key.name);
+                }
                 self.slices_by_service
                     .entry(info.service.clone())
                     .or_default()
@@ -394,9 +395,10 @@ impl Store {
             })
             .collect();
         if !svc.has_selector
-            && let Some(mirrored) = self.mirrored.get(name) {
-                out.extend(mirrored);
-            }
+            && let Some(mirrored) = self.mirrored.get(name)
+        {
+            out.extend(mirrored);
+        }
         out
     }
 }

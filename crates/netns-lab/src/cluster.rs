@@ -319,6 +319,17 @@ impl Cluster {
         n.host
             .ns
             .ip(&["link", "set", &host_end, "master", "cbr0", "up"])?;
+        // As CNI bridge plugins do (hairpinMode): a pod that reaches itself through a
+        // Service gets its packets back on the port they came in on.
+        n.host.ns.ip(&[
+            "link",
+            "set",
+            &host_end,
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ])?;
         let (ip4, ip6) = (addr::pod4(node, p), addr::pod6(node, p));
         ns.ip(&["addr", "add", &format!("{ip4}/24"), "dev", "eth0"])?;
         ns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"])?;

@@ -33,7 +33,7 @@ pub struct ServerState {
 
 /// Errors starting a server.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} for {what}: {source}")]
+#[error("cannot listen on {addr} for {what}")]
 pub struct BindError {
     /// What the server is for.
     pub what: &'static str,

@@ -147,22 +147,26 @@ pub fn allocate(services: &mut [core::Service], cidrs: &[IpNet]) -> Vec<String> 
         if needs_node_ports {
             for (i, port) in spec.ports.iter_mut().flatten().enumerate() {
                 if port.node_port.unwrap_or(0) == 0
-                    && let Some(p) = next_port(&format!("{name}#{i}"), &mut used_ports) {
-                        port.node_port = Some(i32::from(p));
-                        notes.push(format!(
+                    && let Some(p) = next_port(&format!("{name}#{i}"), &mut used_ports)
+                {
+                    port.node_port = Some(i32::from(p));
+                    notes.push(format!(
                             "Service {name}: spec.ports[{i}] has no nodePort; allocated {p}, as the API server would"
                         ));
-                    }
+                }
             }
         }
         let etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
-        if svc_type == "LoadBalancer" && etp_local && spec.health_check_node_port.unwrap_or(0) == 0
-            && let Some(p) = next_port(&format!("{name}#healthcheck"), &mut used_ports) {
-                spec.health_check_node_port = Some(i32::from(p));
-                notes.push(format!(
+        if svc_type == "LoadBalancer"
+            && etp_local
+            && spec.health_check_node_port.unwrap_or(0) == 0
+            && let Some(p) = next_port(&format!("{name}#healthcheck"), &mut used_ports)
+        {
+            spec.health_check_node_port = Some(i32::from(p));
+            notes.push(format!(
                     "Service {name}: no spec.healthCheckNodePort; allocated {p}, as the API server would"
                 ));
-            }
+        }
     }
     notes
 }

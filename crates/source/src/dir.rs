@@ -14,7 +14,7 @@ use crate::problem::SourceProblem;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The directory cannot be listed.
-    #[error("manifest directory {path}: {source}")]
+    #[error("manifest directory {path}")]
     ReadDir {
         /// The directory.
         path: PathBuf,

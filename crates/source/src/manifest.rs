@@ -123,11 +123,13 @@ fn split_yaml_documents(text: &str) -> Vec<(usize, String)> {
             start = i + 2;
             // Content after the marker on the same line belongs to the new document.
             if let Some(rest) = line.strip_prefix("---")
-                && !rest.trim().is_empty() && !rest.trim_start().starts_with('#') {
-                    current.push_str(rest.trim_start());
-                    current.push('\n');
-                    start = i + 1;
-                }
+                && !rest.trim().is_empty()
+                && !rest.trim_start().starts_with('#')
+            {
+                current.push_str(rest.trim_start());
+                current.push('\n');
+                start = i + 1;
+            }
             continue;
         }
         if line == "..." {

@@ -15,7 +15,7 @@ pub struct DirWatcher {
 
 /// Errors setting up the watch.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot watch manifest directory {path}: {source}")]
+#[error("cannot watch manifest directory {path}")]
 pub struct WatchError {
     /// The directory.
     pub path: PathBuf,

@@ -1,0 +1,281 @@
+//! What the binary does, as library functions the tests can call: dry run, cleanup,
+//! and running the proxy.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use kpr_config::{KubeProxyConfiguration, ProxyMode};
+use kpr_iptables::apply::{Backend, Iptables};
+use kpr_iptables::exec::{ProcessRunner, Runner};
+use kpr_iptables::{NfacctCounters, RenderConfig};
+use kpr_model::{IpFamily, NodeInfo, ProxyState, Store};
+use kpr_server::{Metrics, ProxyHealth, ServerState};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::dataplane::{IptablesDataPlane, render_iptables_dry_run};
+use crate::host::Host;
+use crate::manifests::ManifestSource;
+use crate::observer::ServerObserver;
+use crate::render_settings::{Features, iptables_render_config};
+use crate::run::{LoopSettings, SyncLoop, run};
+use crate::scheduler::Timing;
+
+/// Upstream's `FullSyncPeriod`: a full resync at least this often.
+pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+/// The node name: `hostnameOverride`, else the host name (lower-cased), as upstream.
+pub fn node_name(config: &KubeProxyConfiguration, host: &dyn Host) -> String {
+    config
+        .hostname_override()
+        .map(str::to_lowercase)
+        .unwrap_or_else(|| host.hostname())
+}
+
+/// Reads a manifest directory once into a snapshot; returns it with one line per
+/// problem or allocation (for stderr).
+pub fn load_snapshot(dir: &Path, node: &str) -> anyhow::Result<(ProxyState, Vec<String>)> {
+    let mut store = Store::new(node);
+    let mut source = ManifestSource::new(dir.to_path_buf());
+    source.reload(&mut store)?;
+    Ok((store.snapshot(), source.reported_lines()))
+}
+
+/// The `--dry-run` output for `config`'s mode, from the manifests in `dir`.
+pub fn dry_run(
+    config: &KubeProxyConfiguration,
+    dir: &Path,
+    host: &dyn Host,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let node = node_name(config, host);
+    let (state, notes) = load_snapshot(dir, &node)?;
+    let out = match config.mode() {
+        ProxyMode::Iptables => {
+            let configs: Vec<RenderConfig> = IpFamily::ALL
+                .iter()
+                .map(|f| iptables_render_config(config, &state.node, host, &Features::all(), *f))
+                .collect();
+            render_iptables_dry_run(&state, &configs)
+        }
+        other => bail!(
+            "--proxy-mode {}: not implemented yet in kube-proxy-rs (iptables is)",
+            other.as_str()
+        ),
+    };
+    Ok((out, notes))
+}
+
+fn iptables_for(family: IpFamily, runner: Arc<dyn Runner>) -> Iptables {
+    Iptables::new(family, Backend::Default, runner)
+}
+
+/// The families this host can proxy: IPv4, and IPv6 when the kernel has it and
+/// `ip6tables` works (upstream proxies both when both are supported).
+pub fn supported_families(host: &dyn Host, runner: &Arc<dyn Runner>) -> Vec<IpFamily> {
+    let mut families = vec![IpFamily::V4];
+    let v6_kernel = host.sysctl("net/ipv6/conf/all/forwarding").is_some();
+    let v6_tools = runner
+        .run(
+            "ip6tables",
+            &["-w", "5", "-t", "nat", "-S", "POSTROUTING"],
+            None,
+        )
+        .is_ok_and(|o| o.success());
+    if v6_kernel && v6_tools {
+        families.push(IpFamily::V6);
+    }
+    families
+}
+
+/// `--cleanup`: removes every rule and chain of every kube-proxy mode, both families.
+pub fn cleanup() -> anyhow::Result<()> {
+    let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
+    let mut failed = Vec::new();
+    for family in IpFamily::ALL {
+        let ipt = iptables_for(family, runner.clone());
+        match ipt.cleanup() {
+            Ok(n) => info!(family = %family, removed = n, "iptables rules cleaned up"),
+            Err(e) => failed.push(format!("{family}: {e}")),
+        }
+    }
+    // nftables mode's tables (ours and upstream's have the same names).
+    for table in ["ip kube-proxy", "ip6 kube-proxy"] {
+        let args: Vec<&str> = ["delete", "table"]
+            .into_iter()
+            .chain(table.split(' '))
+            .collect();
+        let _ = runner.run("nft", &args, None);
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("cleanup failed: {}", failed.join("; "))
+    }
+}
+
+fn set_sysctl(path: &str, value: &str) {
+    let file = format!("/proc/sys/{path}");
+    match std::fs::read_to_string(&file) {
+        Ok(v) if v.trim() == value => {}
+        Ok(_) => match std::fs::write(&file, value) {
+            Ok(()) => info!(sysctl = path, value, "sysctl set"),
+            Err(e) => {
+                warn!(sysctl = path, value, error = %e, "cannot set sysctl (read-only /proc/sys in a container?); continuing")
+            }
+        },
+        Err(e) => warn!(sysctl = path, error = %e, "sysctl not available"),
+    }
+}
+
+fn probe_features(config: &KubeProxyConfiguration, ipt: &Iptables, host: &dyn Host) -> Features {
+    let nfacct = NfacctCounters {
+        localhost_nodeports: kpr_iptables::nfacct::ensure(
+            kpr_iptables::names::NFACCT_LOCALHOST_NODEPORTS,
+        )
+        .is_ok(),
+        ct_invalid_dropped: kpr_iptables::nfacct::ensure(
+            kpr_iptables::names::NFACCT_CT_INVALID_DROPPED,
+        )
+        .is_ok(),
+    };
+    if !nfacct.localhost_nodeports || !nfacct.ct_invalid_dropped {
+        warn!("cannot create nfacct counters; rules will not count packets for the nfacct metrics");
+    }
+    let tcp_liberal = config.conntrack().tcp_be_liberal
+        || host
+            .sysctl("net/netfilter/nf_conntrack_tcp_be_liberal")
+            .is_some_and(|v| v == "1");
+    Features {
+        random_fully: ipt.probe().random_fully,
+        nfacct,
+        tcp_liberal,
+    }
+}
+
+/// Runs the proxy from the manifest directory `dir` until SIGTERM or SIGINT.
+pub async fn run_proxy(
+    config: KubeProxyConfiguration,
+    dir: &Path,
+    host: Arc<dyn Host>,
+) -> anyhow::Result<()> {
+    if config.mode() != ProxyMode::Iptables {
+        bail!(
+            "--proxy-mode {}: not implemented yet in kube-proxy-rs (iptables is)",
+            config.mode().as_str()
+        );
+    }
+    let node = node_name(&config, host.as_ref());
+    info!(node = %node, mode = config.mode().as_str(), manifests = %dir.display(), "starting kube-proxy-rs");
+    let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
+    let families = supported_families(host.as_ref(), &runner);
+    let probe_ipt = iptables_for(IpFamily::V4, runner.clone());
+    let features = probe_features(&config, &probe_ipt, host.as_ref());
+    info!(families = ?families, random_fully = features.random_fully, nfacct = features.nfacct.ct_invalid_dropped, "kernel features");
+
+    // Localhost NodePorts need route_localnet (upstream closes the hole it opens
+    // with the KUBE-FIREWALL rule).
+    let initial_node = NodeInfo::named(node.clone());
+    if iptables_render_config(
+        &config,
+        &initial_node,
+        host.as_ref(),
+        &features,
+        IpFamily::V4,
+    )
+    .localhost_node_ports
+    {
+        set_sysctl("net/ipv4/conf/all/route_localnet", "1");
+    }
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let family_names: Vec<&str> = families.iter().map(|f| f.as_kubernetes()).collect();
+    let health = Arc::new(ProxyHealth::new(
+        config.sync_period() * 2,
+        &family_names,
+        SystemTime::now(),
+    ));
+    let state = Arc::new(ServerState {
+        health: health.clone(),
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
+        proxy_mode: config.mode().as_str().to_string(),
+        configz: serde_json::to_value(&config).unwrap_or_default(),
+    });
+    if let Some(addr) = config.healthz_bind_address() {
+        let (bound, _) =
+            kpr_server::serve("healthz", addr, kpr_server::health_router(state.clone())).await?;
+        info!(address = %bound, "serving /healthz and /livez");
+    }
+    if let Some(addr) = config.metrics_bind_address() {
+        let (bound, _) =
+            kpr_server::serve("metrics", addr, kpr_server::metrics_router(state.clone())).await?;
+        info!(address = %bound, "serving /metrics, /proxyMode and /configz");
+    }
+
+    let dataplane = IptablesDataPlane::new(
+        families
+            .iter()
+            .map(|f| {
+                (
+                    iptables_for(*f, runner.clone()),
+                    iptables_render_config(&config, &initial_node, host.as_ref(), &features, *f),
+                )
+            })
+            .collect(),
+    );
+    let (tx, rx) = mpsc::channel(1);
+    let _watcher =
+        kpr_source::watch_dir(dir, tx).with_context(|| format!("watching {}", dir.display()))?;
+    let cfg = config.clone();
+    let host_for_render = host.clone();
+    let fams = families.clone();
+    let render_configs = Box::new(move |node: &NodeInfo| {
+        fams.iter()
+            .map(|f| iptables_render_config(&cfg, node, host_for_render.as_ref(), &features, *f))
+            .collect()
+    });
+    let mut observer = ServerObserver::new(metrics, health, families.clone());
+    let timing = Timing {
+        min_interval: config.min_sync_period(),
+        burst: 2,
+        full_interval: FULL_SYNC_PERIOD,
+        retry_max: config.sync_period(),
+    };
+    run(
+        SyncLoop {
+            source: ManifestSource::new(dir.to_path_buf()),
+            store: Store::new(node),
+            dataplane,
+            render_configs,
+            settings: LoopSettings {
+                timing,
+                canary_interval: config.sync_period(),
+            },
+            observer: &mut observer,
+        },
+        rx,
+        shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+}

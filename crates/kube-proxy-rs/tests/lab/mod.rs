@@ -1,0 +1,309 @@
+//! The real-traffic lab: a two-node cluster in network namespaces (from
+//! `kpr-netns-lab`), the real `kube-proxy-rs` binary running in each node namespace
+//! from a manifest directory the test writes, and helpers to wait for syncs and to
+//! send traffic. Everything is torn down on drop.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use kpr_netns_lab::backend::{Backend, serve};
+use kpr_netns_lab::client::{self, Answer, RequestError};
+use kpr_netns_lab::{Cluster, Host, Netns};
+
+pub mod manifests;
+pub mod scenarios;
+
+/// Timeout for one request.
+pub const T: Duration = Duration::from_millis(1500);
+
+/// The lab.
+pub struct Lab {
+    pub cluster: Cluster,
+    pub mode: String,
+    pub dir: PathBuf,
+    proxies: Vec<Option<std::sync::Mutex<Child>>>,
+    backends: Vec<Backend>,
+    extra_args: Vec<String>,
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kube-proxy-rs")
+}
+
+impl Lab {
+    /// Builds the cluster and a manifest directory per node (not yet started).
+    pub fn new(mode: &str) -> Self {
+        let cluster = Cluster::new(2).expect("test bed");
+        let dir = std::env::temp_dir().join(format!(
+            "kpr-lab-{}-{}",
+            std::process::id(),
+            cluster.nodes[0].host.ns.name()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            cluster,
+            mode: mode.to_string(),
+            dir,
+            proxies: vec![None, None],
+            backends: Vec::new(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Extra flags for the proxies started after this call.
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// The manifest directory of node `i` (1-based).
+    pub fn manifest_dir(&self, i: u8) -> PathBuf {
+        self.dir.join(format!("node{i}"))
+    }
+
+    /// Writes `text` as `name` into both nodes' manifest directories, atomically
+    /// (write then rename), as an operator's tooling would.
+    pub fn write_manifest(&self, name: &str, text: &str) {
+        for i in 1..=2 {
+            let d = self.manifest_dir(i);
+            std::fs::create_dir_all(&d).unwrap();
+            let tmp = d.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, d.join(name)).unwrap();
+        }
+    }
+
+    /// Removes manifest `name` from both nodes.
+    pub fn remove_manifest(&self, name: &str) {
+        for i in 1..=2 {
+            let _ = std::fs::remove_file(self.manifest_dir(i).join(name));
+        }
+    }
+
+    /// Adds a pod with a backend answering on `port`.
+    pub fn pod(&mut self, node: u8, name: &str, port: u16) -> usize {
+        let idx = self.cluster.add_pod(node, name).unwrap();
+        let b = serve(&self.cluster.pods[idx].ns, name, port).unwrap();
+        self.backends.push(b);
+        idx
+    }
+
+    /// A host-network backend on node `i`.
+    pub fn host_backend(&mut self, node: u8, name: &str, port: u16) {
+        let b = serve(&self.cluster.node(node).host.ns, name, port).unwrap();
+        self.backends.push(b);
+    }
+
+    /// Starts (or restarts) the proxy on node `i` and waits for its first sync.
+    pub fn start_proxy(&mut self, i: u8) {
+        let ns = &self.cluster.node(i).host.ns;
+        std::fs::create_dir_all(self.manifest_dir(i)).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node{i}.log")))
+            .unwrap();
+        let mut cmd = ns.command(bin());
+        cmd.args([
+            &format!("--proxy-mode={}", self.mode),
+            &format!("--manifests={}", self.manifest_dir(i).display()),
+            &format!("--hostname-override=node{i}"),
+            "--cluster-cidr=10.244.0.0/16,fd44::/16",
+            "--v=2",
+        ])
+        .args(match self.mode.as_str() {
+            "iptables" => vec!["--iptables-min-sync-period=0s"],
+            _ => vec![],
+        })
+        .args(&self.extra_args)
+        .stdout(Stdio::null())
+        .stderr(log);
+        let child = cmd.spawn().expect("start kube-proxy-rs");
+        self.proxies[usize::from(i) - 1] = Some(std::sync::Mutex::new(child));
+        let since = SystemTime::UNIX_EPOCH;
+        self.wait_synced(i, since);
+    }
+
+    /// Starts both proxies.
+    pub fn start(&mut self) {
+        self.start_proxy(1);
+        self.start_proxy(2);
+    }
+
+    /// Stops the proxy on node `i` with SIGTERM (rules stay in place).
+    pub fn stop_proxy(&mut self, i: u8) {
+        if let Some(child) = self.proxies[usize::from(i) - 1].take() {
+            let mut child = child.into_inner().unwrap();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(
+                        status.success(),
+                        "kube-proxy-rs on node{i} exited with {status}:\n{}",
+                        self.log(i)
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kube-proxy-rs on node{i} did not exit on SIGTERM:\n{}",
+                self.log(i)
+            );
+        }
+    }
+
+    /// The proxy log of node `i`.
+    pub fn log(&self, i: u8) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node{i}.log"))).unwrap_or_default()
+    }
+
+    fn metrics_text(ns: &Netns) -> Option<String> {
+        ns.enter(|| -> Option<String> {
+            let mut s = TcpStream::connect_timeout(
+                &"127.0.0.1:10249".parse().ok()?,
+                Duration::from_millis(300),
+            )
+            .ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            Some(body)
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Latest successful sync time reported by node `i`'s proxy.
+    pub fn last_sync(&self, i: u8) -> Option<f64> {
+        let text = Self::metrics_text(&self.cluster.node(i).host.ns)?;
+        text.lines()
+            .filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_last_timestamp_seconds"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .reduce(f64::max)
+    }
+
+    /// Waits (at most 10 s) until node `i` has synced after `since`.
+    pub fn wait_synced(&self, i: u8, since: SystemTime) {
+        let since = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.last_sync(i).is_some_and(|t| t > since) {
+                return;
+            }
+            if let Some(Some(status)) = self.proxies[usize::from(i) - 1]
+                .as_ref()
+                .map(|c| c.lock().unwrap().try_wait().ok().flatten())
+            {
+                panic!(
+                    "kube-proxy-rs on node{i} exited with {status}:\n{}",
+                    self.log(i)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("node{i} did not sync within 10 s:\n{}", self.log(i));
+    }
+
+    /// Writes a manifest and waits until both proxies have synced it.
+    pub fn apply(&self, name: &str, text: &str) {
+        let t = SystemTime::now();
+        self.write_manifest(name, text);
+        for i in 1..=2 {
+            if self.proxies[usize::from(i) - 1].is_some() {
+                self.wait_synced(i, t);
+            }
+        }
+    }
+
+    /// Removes a manifest and waits until both proxies have synced.
+    pub fn delete(&self, name: &str) {
+        let t = SystemTime::now();
+        self.remove_manifest(name);
+        for i in 1..=2 {
+            if self.proxies[usize::from(i) - 1].is_some() {
+                self.wait_synced(i, t);
+            }
+        }
+    }
+
+    /// One TCP request from `from`.
+    pub fn tcp(&self, from: &Host, ip: IpAddr, port: u16) -> Result<Answer, RequestError> {
+        client::tcp(&from.ns, ip, port, T)
+    }
+
+    /// One UDP exchange from `from` (source port 0: ephemeral).
+    pub fn udp(
+        &self,
+        from: &Host,
+        source_port: u16,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<Answer, RequestError> {
+        client::udp(&from.ns, source_port, ip, port, T)
+    }
+
+    /// `n` TCP requests; the backends that answered, in order.
+    pub fn tcp_many(
+        &self,
+        from: &Host,
+        ip: IpAddr,
+        port: u16,
+        n: usize,
+    ) -> Vec<Result<Answer, RequestError>> {
+        (0..n).map(|_| self.tcp(from, ip, port)).collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self.proxies.iter_mut().flatten() {
+            if let Ok(c) = c.get_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for i in 1..=2 {
+                eprintln!("--- kube-proxy-rs log, node{i} ---\n{}", self.log(i));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Counts answers per backend name.
+pub fn tally(
+    answers: &[Result<Answer, RequestError>],
+) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for a in answers {
+        let key = match a {
+            Ok(a) => a.backend.clone(),
+            Err(e) => format!("error: {e}"),
+        };
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The path of the test's own binary directory (for debugging output).
+pub fn log_dir(lab: &Lab) -> &Path {
+    &lab.dir
+}
