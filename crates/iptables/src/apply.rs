@@ -220,6 +220,15 @@ impl std::fmt::Debug for Iptables {
     }
 }
 
+/// What [`Iptables::ensure_jumps_and_canaries`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Ensured {
+    /// Jump rules that were missing and have been inserted.
+    pub missing: usize,
+    /// The nat chains that existed before.
+    pub nat_chains: BTreeSet<String>,
+}
+
 /// Features of the installed iptables found by probing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Features {
@@ -308,13 +317,23 @@ impl Iptables {
 
     /// `iptables-save` of one table (or all tables), parsed.
     pub fn save(&self, table: Option<&str>) -> Result<Dump, ApplyError> {
+        self.save_selected(table, |_| true)
+    }
+
+    /// `iptables-save` of one table (or all), keeping only the rules of the chains
+    /// `keep` selects.
+    pub fn save_selected(
+        &self,
+        table: Option<&str>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Dump, ApplyError> {
         let args: Vec<&str> = match table {
             Some(t) => vec!["-t", t],
             None => vec![],
         };
         let out = self.run(&self.save, &args, None)?;
         let out = self.check(&self.save, out, None)?;
-        Dump::parse(&out.stdout).map_err(|e| ApplyError::Parse {
+        Dump::parse_selected(&out.stdout, keep).map_err(|e| ApplyError::Parse {
             program: self.save.clone(),
             message: e.to_string(),
         })
@@ -323,7 +342,7 @@ impl Iptables {
     /// The nat chains that exist now (to delete stale service chains).
     pub fn nat_chains(&self) -> Result<BTreeSet<String>, ApplyError> {
         Ok(self
-            .save(Some("nat"))?
+            .save_selected(Some("nat"), |_| false)?
             .table("nat")
             .map(|t| t.chains.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default())
@@ -340,12 +359,21 @@ impl Iptables {
     }
 
     /// Makes sure our top-level chains exist and the built-in chains jump to them, and
-    /// creates the canary chains. Returns how many jump rules were missing.
-    pub fn ensure_jumps_and_canaries(&self) -> Result<usize, ApplyError> {
+    /// creates the canary chains. Reads each table once; returns how many jump rules
+    /// were missing and the nat chains that exist (for stale-chain deletion).
+    pub fn ensure_jumps_and_canaries(&self) -> Result<Ensured, ApplyError> {
         let mut missing = 0;
+        let mut nat_chains = BTreeSet::new();
         let mut input = String::new();
         for table in ["filter", "nat", "mangle"] {
-            let dump = self.save(Some(table))?;
+            // Only the built-in chains' rules matter here.
+            let dump = self.save_selected(Some(table), |c| !c.starts_with("KUBE-"))?;
+            if table == "nat" {
+                nat_chains = dump
+                    .table("nat")
+                    .map(|t| t.chains.iter().map(|c| c.name.clone()).collect())
+                    .unwrap_or_default();
+            }
             let existing = dump.table(table);
             input.push_str(&format!("*{table}\n"));
             // Declaring a chain that exists would flush it, so only missing ones.
@@ -381,7 +409,10 @@ impl Iptables {
             input.push_str("COMMIT\n");
         }
         self.restore(&input)?;
-        Ok(missing)
+        Ok(Ensured {
+            missing,
+            nat_chains,
+        })
     }
 
     /// True if every canary chain still exists (false after an external flush).

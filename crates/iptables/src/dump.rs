@@ -4,6 +4,7 @@
 //! upstream's expected rules, tracing packets) and by the `show` tooling. Rules keep
 //! their raw text; the matches the tracer needs are parsed into [`Rule`] fields.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// A parsed ruleset.
@@ -187,8 +188,17 @@ impl Rule {
 impl Dump {
     /// Parses `iptables-save`-style text. Comment lines (`#`) and blank lines are skipped.
     pub fn parse(text: &str) -> Result<Dump, DumpError> {
+        Self::parse_selected(text, |_| true)
+    }
+
+    /// Like [`Dump::parse`], but keeps the rules of only the chains `keep` selects
+    /// (every chain is still listed). Reading a large nat table for its chain names
+    /// and the built-in chains' jump rules then costs little.
+    pub fn parse_selected(text: &str, keep: impl Fn(&str) -> bool) -> Result<Dump, DumpError> {
         let mut dump = Dump::default();
         let mut current: Option<Table> = None;
+        // Chain name -> index in the current table (rules are appended by name).
+        let mut index: HashMap<String, usize> = HashMap::new();
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
             let bad = |message| DumpError::BadLine {
@@ -203,6 +213,7 @@ impl Dump {
                 if current.is_some() {
                     return Err(bad("table started before COMMIT"));
                 }
+                index.clear();
                 current = Some(Table {
                     name: name.to_string(),
                     ..Table::default()
@@ -222,19 +233,28 @@ impl Dump {
                 let mut parts = decl.split_whitespace();
                 let name = parts.next().ok_or_else(|| bad("empty chain declaration"))?;
                 let policy = parts.next().unwrap_or("-");
-                match table.chains.iter_mut().find(|c| c.name == name) {
-                    Some(c) => c.rules.clear(),
-                    None => table.chains.push(Chain {
-                        name: name.to_string(),
-                        policy: policy.to_string(),
-                        rules: Vec::new(),
-                    }),
+                match index.get(name) {
+                    Some(&i) => table.chains[i].rules.clear(),
+                    None => {
+                        index.insert(name.to_string(), table.chains.len());
+                        table.chains.push(Chain {
+                            name: name.to_string(),
+                            policy: policy.to_string(),
+                            rules: Vec::new(),
+                        });
+                    }
                 }
                 continue;
             }
             if let Some(name) = line.strip_prefix("-X ") {
                 table.deleted.push(name.trim().to_string());
                 continue;
+            }
+            if let Some(rest) = line.strip_prefix("-A ") {
+                let chain = rest.split(' ').next().unwrap_or_default();
+                if !keep(chain) {
+                    continue;
+                }
             }
             // `-I CHAIN [N] ...` (used to insert jump rules) is an append at position N.
             let (line, insert_at) = match line.strip_prefix("-I ") {
@@ -258,24 +278,22 @@ impl Dump {
             let Some((chain, rule)) = Rule::parse(&line) else {
                 return Err(bad("not a rule, chain or table line"));
             };
-            if let Some(at) = insert_at {
-                match table.chains.iter_mut().find(|c| c.name == chain) {
-                    Some(c) => c.rules.insert(at.min(c.rules.len()), rule),
-                    None => table.chains.push(Chain {
+            let i = match index.get(&chain) {
+                Some(&i) => i,
+                None => {
+                    index.insert(chain.clone(), table.chains.len());
+                    table.chains.push(Chain {
                         name: chain,
                         policy: "-".into(),
-                        rules: vec![rule],
-                    }),
+                        rules: Vec::new(),
+                    });
+                    table.chains.len() - 1
                 }
-                continue;
-            }
-            match table.chains.iter_mut().find(|c| c.name == chain) {
-                Some(c) => c.rules.push(rule),
-                None => table.chains.push(Chain {
-                    name: chain,
-                    policy: "-".into(),
-                    rules: vec![rule],
-                }),
+            };
+            let rules = &mut table.chains[i].rules;
+            match insert_at {
+                Some(at) => rules.insert(at.min(rules.len()), rule),
+                None => rules.push(rule),
             }
         }
         if current.is_some() {

@@ -78,21 +78,15 @@ impl FamilyProxier {
             ..SyncReport::default()
         };
         let (existing, changed): (BTreeSet<String>, HashSet<_>) = if full {
-            report.jumps_repaired = match self.ipt.ensure_jumps_and_canaries() {
-                Ok(n) => n,
+            let ensured = match self.ipt.ensure_jumps_and_canaries() {
+                Ok(e) => e,
                 Err(e) => {
                     self.invalidate();
                     return Err(e);
                 }
             };
-            let existing = match self.ipt.nat_chains() {
-                Ok(c) => c,
-                Err(e) => {
-                    self.invalidate();
-                    return Err(e);
-                }
-            };
-            (existing, HashSet::new())
+            report.jumps_repaired = ensured.missing;
+            (ensured.nat_chains, HashSet::new())
         } else {
             let last = self
                 .last

@@ -128,6 +128,10 @@ fn apply_lifecycle_in_netns() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("iptables-restore"), "{err}");
+    assert!(
+        err.contains("input line") && err.contains("0xNOTHEX"),
+        "the failing line is named: {err}"
+    );
     assert_eq!(save(&ns), saved, "failed restore changed nothing");
 
     // Cleanup removes everything of ours, keeps others' rules, and is idempotent.

@@ -274,12 +274,21 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, String> {
     }
 }
 
-/// serde_ignored marks `Option` levels with `?`; drop them.
+/// serde_ignored marks `Option` levels with `?` (dropped) and list indexes as plain
+/// segments (written `[n]`, as in Kubernetes field paths).
 fn clean_path(path: &str) -> String {
-    path.split('.')
-        .filter(|seg| *seg != "?")
-        .collect::<Vec<_>>()
-        .join(".")
+    let mut out = String::new();
+    for seg in path.split('.').filter(|seg| *seg != "?") {
+        if seg.bytes().all(|b| b.is_ascii_digit()) && !seg.is_empty() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
