@@ -95,6 +95,7 @@ pub struct Node {
     /// 1-based index.
     pub index: u8,
     next_pod: u8,
+    used: std::collections::BTreeSet<u8>,
 }
 
 /// The whole test bed.
@@ -217,6 +218,7 @@ impl Cluster {
                 },
                 index: i,
                 next_pod: 2,
+                used: Default::default(),
             });
         }
         // Each node reaches the other nodes' pods through them.
@@ -292,6 +294,21 @@ impl Cluster {
 
     /// Adds a pod named `name` on node `node` (1-based); returns its index in `pods`.
     pub fn add_pod(&mut self, node: u8, name: &str) -> Result<usize, LabError> {
+        let p = self
+            .nodes
+            .iter()
+            .find(|n| n.index == node)
+            .map(|n| n.next_pod)
+            .ok_or_else(|| LabError::Command {
+                command: format!("add pod {name}"),
+                message: format!("no node {node}"),
+            })?;
+        self.add_pod_at(node, name, p)
+    }
+
+    /// Adds a pod named `name` on node `node` with host number `p` (addresses
+    /// `10.244.<node>.<p>` and `fd44:<node>::<p>`, p >= 2); returns its index in `pods`.
+    pub fn add_pod_at(&mut self, node: u8, name: &str, p: u8) -> Result<usize, LabError> {
         let n = self
             .nodes
             .iter_mut()
@@ -300,8 +317,16 @@ impl Cluster {
                 command: format!("add pod {name}"),
                 message: format!("no node {node}"),
             })?;
-        let p = n.next_pod;
-        n.next_pod += 1;
+        if p < 2 || n.used.contains(&p) {
+            return Err(LabError::Command {
+                command: format!("add pod {name}"),
+                message: format!("address 10.244.{node}.{p} is taken or reserved"),
+            });
+        }
+        n.used.insert(p);
+        while n.used.contains(&n.next_pod) {
+            n.next_pod += 1;
+        }
         let ns = Netns::new(&format!("p{node}{p}"))?;
         let host_end = format!("vp{p}");
         ns.ip(&[
