@@ -86,3 +86,15 @@ fn iptables_dual_stack() {
 fn iptables_broken_rule_is_detected() {
     scenarios::broken_rule_is_detected(MODE);
 }
+
+/// 300 connections over 3 endpoints, each at least 20% (issue 2's acceptance check).
+#[test]
+fn iptables_three_endpoints() {
+    scenarios::three_endpoints(MODE);
+}
+
+/// Host-network endpoints behind a ClusterIP.
+#[test]
+fn iptables_host_network_backend() {
+    scenarios::host_network_backend(MODE);
+}

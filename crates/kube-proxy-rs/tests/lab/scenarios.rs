@@ -88,7 +88,9 @@ pub fn cluster_ip(mode: &str) {
     }
     let node1 = &lab.cluster.node(1).host;
     let seen = until_all(&lab, node1, vip, 80, false, &["a", "b"], 40);
-    assert_eq!(seen.len(), 2, "from the node itself");
+    assert_eq!(seen.len(), 2, "TCP from the node itself");
+    let seen = until_all(&lab, node1, vip, 53, true, &["a", "b"], 40);
+    assert_eq!(seen.len(), 2, "UDP from the node itself");
     // Hairpin: pod a reaches itself through the Service and sees a masqueraded source.
     let pa = &lab.cluster.pods[a];
     for _ in 0..40 {
@@ -784,4 +786,97 @@ pub fn broken_rule_is_detected(mode: &str) {
         broken.is_err(),
         "the scenario check passed with the Service's rule deleted"
     );
+}
+
+/// 300 TCP connections to a ClusterIP with 3 endpoints: all succeed, each endpoint
+/// gets at least 20%.
+pub fn three_endpoints(mode: &str) {
+    let mut lab = Lab::new(mode);
+    let pods: Vec<usize> = [(1, "p1"), (2, "p2"), (2, "p3")]
+        .iter()
+        .map(|(n, name)| lab.pod(*n, name, 8080))
+        .collect();
+    let c = lab.cluster.add_pod(1, "client").unwrap();
+    let ports = vec![Port::tcp(80, 8080)];
+    let eps: Vec<Ep> = pods
+        .iter()
+        .zip([1u8, 2, 2])
+        .map(|(p, n)| Ep::ready(lab.cluster.pods[*p].ip4, n))
+        .collect();
+    lab.write_manifest("nodes.yaml", &nodes());
+    lab.write_manifest(
+        "three.yaml",
+        &(Svc::new("three", "10.96.0.95", ports.clone()).yaml()
+            + &slice("three", "three-1", false, &eps, &ports)),
+    );
+    lab.start();
+    let answers = lab.tcp_many(&lab.cluster.pods[c], ip("10.96.0.95"), 80, 300);
+    let counts = super::tally(&answers);
+    assert!(
+        answers.iter().all(Result::is_ok),
+        "all 300 connections succeed: {counts:?}"
+    );
+    for name in ["p1", "p2", "p3"] {
+        let n = counts.get(name).copied().unwrap_or(0);
+        assert!(
+            n >= 60,
+            "{name} got {n} of 300 connections (< 20%): {counts:?}"
+        );
+    }
+}
+
+/// A Service backed by host-network endpoints (node addresses): reachable from pods
+/// on both nodes and from the nodes.
+pub fn host_network_backend(mode: &str) {
+    let mut lab = Lab::new(mode);
+    lab.host_backend(1, "host1", 9100);
+    lab.host_backend(2, "host2", 9100);
+    let c = lab.cluster.add_pod(2, "client").unwrap();
+    let ports = vec![Port::tcp(9100, 9100), Port::udp(9101, 9100)];
+    let (n1, n2) = (lab.cluster.node(1).host.ip4, lab.cluster.node(2).host.ip4);
+    lab.write_manifest("nodes.yaml", &nodes());
+    lab.write_manifest(
+        "hostnet.yaml",
+        &(Svc::new("hostnet", "10.96.0.96", ports.clone()).yaml()
+            + &slice(
+                "hostnet",
+                "hostnet-1",
+                false,
+                &[Ep::ready(n1, 1), Ep::ready(n2, 2)],
+                &ports,
+            )),
+    );
+    lab.start();
+    for from in [&lab.cluster.pods[c], &lab.cluster.node(1).host] {
+        let seen = until_all(
+            &lab,
+            from,
+            ip("10.96.0.96"),
+            9100,
+            false,
+            &["host1", "host2"],
+            40,
+        );
+        assert_eq!(
+            seen.len(),
+            2,
+            "TCP to host-network endpoints from {}",
+            from.name
+        );
+        let seen = until_all(
+            &lab,
+            from,
+            ip("10.96.0.96"),
+            9101,
+            true,
+            &["host1", "host2"],
+            40,
+        );
+        assert_eq!(
+            seen.len(),
+            2,
+            "UDP to host-network endpoints from {}",
+            from.name
+        );
+    }
 }
