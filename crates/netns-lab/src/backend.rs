@@ -39,20 +39,43 @@ fn reply(name: &str, peer: SocketAddr) -> String {
 
 /// Starts a backend called `name` on `port` (all addresses, both families) inside `ns`.
 pub fn serve(ns: &Netns, name: &str, port: u16) -> Result<Backend, LabError> {
+    serve_on(ns, name, &[], port)
+}
+
+/// Like [`serve`], but UDP answers from each of `udp_addrs` separately (empty: one
+/// wildcard socket). A host with several addresses needs this: a wildcard UDP socket
+/// replies from the address routing picks, which for a DNATed Service flow is not
+/// the address the datagram was sent to, and the reply would not match the flow.
+pub fn serve_on(
+    ns: &Netns,
+    name: &str,
+    udp_addrs: &[IpAddr],
+    port: u16,
+) -> Result<Backend, LabError> {
     let stop = Arc::new(AtomicBool::new(false));
     let bind_err = |what: &str, e: std::io::Error| LabError::Command {
-        command: format!("{what} [::]:{port} in {}", ns.name()),
+        command: format!("{what} port {port} in {}", ns.name()),
         message: e.to_string(),
     };
-    // Sockets are created inside the namespace, then served from the same thread.
-    let (tcp, udp) = ns
-        .enter(move || -> std::io::Result<(TcpListener, UdpSocket)> {
+    let addrs: Vec<IpAddr> = udp_addrs.to_vec();
+    // Sockets are created inside the namespace, then served from other threads.
+    let (tcp, udps) = ns
+        .enter(move || -> std::io::Result<(TcpListener, Vec<UdpSocket>)> {
             let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
             let tcp = TcpListener::bind(any)?;
             tcp.set_nonblocking(true)?;
-            let udp = UdpSocket::bind(any)?;
-            udp.set_read_timeout(Some(Duration::from_millis(50)))?;
-            Ok((tcp, udp))
+            let binds: Vec<SocketAddr> = if addrs.is_empty() {
+                vec![any]
+            } else {
+                addrs.iter().map(|a| SocketAddr::new(*a, port)).collect()
+            };
+            let mut udps = Vec::new();
+            for b in binds {
+                let udp = UdpSocket::bind(b)?;
+                udp.set_read_timeout(Some(Duration::from_millis(50)))?;
+                udps.push(udp);
+            }
+            Ok((tcp, udps))
         })?
         .map_err(|e| bind_err("bind", e))?;
 
@@ -78,15 +101,17 @@ pub fn serve(ns: &Netns, name: &str, port: u16) -> Result<Backend, LabError> {
             }
         }
     }));
-    let (n, s) = (name.to_string(), stop.clone());
-    threads.push(std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while !s.load(Ordering::Relaxed) {
-            if let Ok((_, peer)) = udp.recv_from(&mut buf) {
-                let _ = udp.send_to(reply(&n, peer).as_bytes(), peer);
+    for udp in udps {
+        let (n, s) = (name.to_string(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(reply(&n, peer).as_bytes(), peer);
+                }
             }
-        }
-    }));
+        }));
+    }
     Ok(Backend {
         stop,
         threads,

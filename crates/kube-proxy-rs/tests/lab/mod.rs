@@ -95,7 +95,9 @@ impl Lab {
 
     /// A host-network backend on node `i`.
     pub fn host_backend(&mut self, node: u8, name: &str, port: u16) {
-        let b = serve(&self.cluster.node(node).host.ns, name, port).unwrap();
+        let host = &self.cluster.node(node).host;
+        let addrs = [IpAddr::V4(host.ip4), IpAddr::V6(host.ip6)];
+        let b = kpr_netns_lab::backend::serve_on(&host.ns, name, &addrs, port).unwrap();
         self.backends.push(b);
     }
 
