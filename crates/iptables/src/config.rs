@@ -1,32 +1,23 @@
 //! What the iptables renderer needs besides the model state: node-level settings
 //! from the configuration and facts about this host, resolved by the shell.
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
 use kpr_model::IpFamily;
+use std::net::IpAddr;
 
 use crate::names::masquerade_mark;
 
-/// How to tell traffic from local pods apart from other traffic (upstream
-/// `LocalTrafficDetector`), for one family.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LocalDetector {
-    /// No detector: off-cluster traffic to ClusterIPs is not masqueraded and
-    /// pod-originated external traffic is not short-circuited.
-    None,
-    /// Pod traffic comes from this CIDR (`ClusterCIDR` or `NodeCIDR` mode).
-    Cidr(IpNet),
-    /// Pod traffic enters through this bridge (`BridgeInterface` mode).
-    BridgeInterface(String),
-    /// Pod traffic enters through interfaces with this name prefix
-    /// (`InterfaceNamePrefix` mode).
-    InterfaceNamePrefix(String),
+pub use kpr_model::{LocalDetector, NodePortAddresses};
+
+/// The iptables spelling of a [`LocalDetector`].
+pub trait IptablesMatch {
+    /// Match arguments for "traffic from a local pod".
+    fn if_local(&self) -> Option<String>;
+    /// Match arguments for "traffic not from a local pod".
+    fn if_not_local(&self) -> Option<String>;
 }
 
-impl LocalDetector {
-    /// Match arguments for "traffic from a local pod".
-    pub fn if_local(&self) -> Option<String> {
+impl IptablesMatch for LocalDetector {
+    fn if_local(&self) -> Option<String> {
         match self {
             Self::None => None,
             Self::Cidr(net) => Some(format!("-s {net}")),
@@ -35,20 +26,9 @@ impl LocalDetector {
         }
     }
 
-    /// Match arguments for "traffic not from a local pod".
-    pub fn if_not_local(&self) -> Option<String> {
+    fn if_not_local(&self) -> Option<String> {
         self.if_local().map(|m| format!("! {m}"))
     }
-}
-
-/// Which local addresses accept NodePort traffic.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NodePortAddresses {
-    /// Every local address (`--dst-type LOCAL`).
-    All,
-    /// Only these addresses (already resolved from `nodePortAddresses` CIDRs against
-    /// the host's interfaces, or the node's primary IPs).
-    Ips(Vec<IpAddr>),
 }
 
 /// nfacct counters that exist on this host (upstream only uses a counter in a rule

@@ -13,7 +13,8 @@ pub use config::{LocalDetector, NfacctCounters, NodePortAddresses, RenderConfig}
 pub use render::{RenderStats, Rendered, SyncMode, render};
 pub mod apply;
 pub mod dump;
-pub mod exec;
+/// Running the tools (re-exported from `kpr-exec`).
+pub use kpr_exec as exec;
 pub mod fake;
 pub mod nfacct;
 pub mod proxier;

@@ -14,7 +14,7 @@ use kpr_model::{
 };
 
 use crate::buffer::LineBuffer;
-use crate::config::{NodePortAddresses, RenderConfig};
+use crate::config::{IptablesMatch, NodePortAddresses, RenderConfig};
 use crate::names::*;
 
 /// Full or partial sync.

@@ -13,6 +13,7 @@
 
 pub mod endpoint;
 pub mod ip;
+pub mod local;
 pub mod mirror;
 pub mod name;
 pub mod node;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod topology;
 
 pub use endpoint::Endpoint;
+pub use local::{LocalDetector, NodePortAddresses};
 pub use name::{IpFamily, NamespacedName, Protocol, ServicePortName, join_host_port};
 pub use node::NodeInfo;
 pub use problem::{ObjectKind, Problem};

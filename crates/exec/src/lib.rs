@@ -1,5 +1,6 @@
-//! Running the iptables tools. The only place that spawns them, behind [`Runner`] so
-//! tests can record calls; the real runner passes stdin and captures stderr.
+//! Running external tools (iptables-restore, nft, ipset, ...). The only place that
+//! spawns them, behind [`Runner`] so tests can record calls or run them inside a
+//! network namespace; the real runner passes stdin and captures both outputs.
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,0 +1,125 @@
+//! The `nft` tool for one family's table: the only code here that touches the kernel.
+//! Transactions go through `nft -f -` (atomic: all or nothing); the table is read with
+//! `nft --json list`.
+
+use std::sync::Arc;
+
+use kpr_exec::{Output, Runner};
+
+use crate::listing::{Listing, ListingError};
+use crate::names::TABLE;
+use crate::objects::Family;
+use crate::transaction::Transaction;
+
+/// A failure talking to nft.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The program could not be started.
+    #[error("cannot run nft (is the nftables package installed?): {0}")]
+    Spawn(#[from] std::io::Error),
+    /// nft ran and failed.
+    #[error("`nft {command}` failed (exit {status}): {stderr}")]
+    Failed {
+        /// What was run.
+        command: String,
+        /// Exit status.
+        status: i32,
+        /// The first lines nft wrote to stderr.
+        stderr: String,
+    },
+    /// The listing did not parse.
+    #[error(transparent)]
+    Listing(#[from] ListingError),
+}
+
+fn short(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(6)
+        .collect();
+    lines.join(" | ")
+}
+
+/// `nft` for one family.
+#[derive(Clone)]
+pub struct Nft {
+    family: Family,
+    runner: Arc<dyn Runner>,
+}
+
+impl std::fmt::Debug for Nft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nft")
+            .field("family", &self.family.word())
+            .finish()
+    }
+}
+
+impl Nft {
+    /// nft for `family`, run through `runner`.
+    pub fn new(family: Family, runner: Arc<dyn Runner>) -> Self {
+        Self { family, runner }
+    }
+
+    /// The family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<Output, NftError> {
+        let out = self.runner.run("nft", args, stdin.map(str::as_bytes))?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(NftError::Failed {
+                command: args.join(" "),
+                status: out.status,
+                stderr: short(&out.stderr),
+            })
+        }
+    }
+
+    /// Applies a transaction atomically; an empty one is not sent.
+    pub fn apply(&self, tx: &Transaction) -> Result<(), NftError> {
+        if tx.is_empty() {
+            return Ok(());
+        }
+        self.run(&["-f", "-"], Some(tx.text())).map(|_| ())
+    }
+
+    /// Checks a transaction without applying it (`nft --check`).
+    pub fn check(&self, tx: &Transaction) -> Result<(), NftError> {
+        self.run(&["--check", "-f", "-"], Some(tx.text()))
+            .map(|_| ())
+    }
+
+    /// Reads our table: chains, sets, maps and their elements. A missing table is an
+    /// empty listing.
+    pub fn list(&self) -> Result<Listing, NftError> {
+        let mut listing = Listing::default();
+        for what in ["chains", "sets", "maps"] {
+            let out = self.run(&["--json", "list", what, self.family.word()], None)?;
+            listing.add_json(self.family, &out.stdout)?;
+        }
+        Ok(listing)
+    }
+
+    /// True if our table exists.
+    pub fn table_present(&self) -> Result<bool, NftError> {
+        let out = self.run(&["list", "tables", self.family.word()], None)?;
+        let want = format!("table {} {TABLE}", self.family.word());
+        Ok(out.stdout.lines().any(|l| l.trim() == want))
+    }
+
+    /// Deletes our table (upstream's `CleanupLeftovers`); true if there was one.
+    pub fn delete_table(&self) -> Result<bool, NftError> {
+        if !self.table_present()? {
+            return Ok(false);
+        }
+        let mut tx = Transaction::new(self.family);
+        tx.delete_table();
+        self.apply(&tx)?;
+        Ok(true)
+    }
+}

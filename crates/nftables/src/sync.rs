@@ -1,0 +1,380 @@
+//! What one family's table holds, as far as we know, and the transactions that move
+//! it to a new desired state: a full sync planned against a fresh [`Listing`] of the
+//! kernel, or a partial sync planned against our own record of the last one.
+//!
+//! Like upstream: a full sync rewrites every chain and diffs the map elements against
+//! the kernel; chains no longer used are flushed and deleted later, in a separate
+//! transaction (the kernel may still count a reference from a just-deleted map
+//! element); affinity sets no longer used are deleted at once. Unlike upstream, a
+//! partial sync rewrites only the chains whose rules changed, not every chain of a
+//! changed Service: one endpoint more in a 1,000-endpoint Service is one new chain and
+//! one rewritten service chain, not 1,001 chains.
+//!
+//! Elements are owned by Services. Two Services may claim the same key (the same
+//! external IP and port, say); the first by name wins, as a full sync would decide,
+//! and the other takes over when the first lets go.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kpr_model::NamespacedName;
+
+use crate::listing::{Listing, element_state};
+use crate::names::*;
+use crate::objects::{Chain, Element, Family, Rule, Set};
+use crate::render::Fragment;
+use crate::transaction::Transaction;
+
+/// The maps and sets whose elements are diffed (`nodeport-ips` is rewritten on full
+/// syncs instead, like upstream).
+pub const DIFFED_SETS: [&str; 6] = [
+    CLUSTER_IPS,
+    SERVICE_IPS,
+    FIREWALL_IPS,
+    NO_ENDPOINT_SERVICES,
+    NO_ENDPOINT_NODEPORTS,
+    SERVICE_NODEPORTS,
+];
+
+type ElementId = (&'static str, String);
+
+/// Our record of one family's table after the last successful sync.
+#[derive(Clone, Debug)]
+pub struct Synced {
+    family: Family,
+    /// Each Service's rendered objects.
+    services: HashMap<NamespacedName, Fragment>,
+    /// Who wants which element, with what value.
+    claims: HashMap<ElementId, BTreeMap<NamespacedName, Element>>,
+    /// What the diffed maps hold: [`element_state`] text.
+    elements: HashMap<ElementId, String>,
+    /// Service and endpoint chains in the kernel and their rules (None: flushed).
+    chains: HashMap<String, Option<Vec<Rule>>>,
+    /// Affinity sets in the kernel.
+    affinity_sets: HashMap<String, Set>,
+}
+
+/// The result of planning a sync.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The main transaction.
+    pub tx: Transaction,
+    /// Chains flushed by this sync, to delete later.
+    pub newly_stale: Vec<String>,
+    /// Chains written by this sync (no longer stale if they were).
+    pub written: Vec<String>,
+}
+
+fn value_text(e: &Element) -> String {
+    element_state(
+        e.value.as_ref().map(ToString::to_string).as_deref(),
+        e.comment.as_deref(),
+    )
+}
+
+fn elem_id(e: &Element) -> ElementId {
+    (e.set, e.key.to_string())
+}
+
+/// The rules of a chain are fixed by its name and whether its endpoint uses affinity:
+/// true if a chain listed at start-up may be kept as it is (upstream's
+/// `epChainSkipUpdate`).
+fn endpoint_chain_reusable(chain: &Chain, listing: &Listing) -> bool {
+    let Some(base) = chain.name.strip_prefix(ENDPOINT_PREFIX) else {
+        return false;
+    };
+    let affinity_set = format!("{AFFINITY_PREFIX}{base}");
+    let uses_affinity = chain
+        .rules
+        .iter()
+        .any(|r| matches!(r, Rule::AffinityUpdate(_)));
+    listing.chains.contains(&chain.name) && listing.sets.contains(&affinity_set) == uses_affinity
+}
+
+impl Synced {
+    /// The family.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Service and endpoint chains we believe exist (flushed ones included).
+    pub fn chain_names(&self) -> impl Iterator<Item = &str> {
+        self.chains.keys().map(String::as_str)
+    }
+
+    /// Records that `names` were deleted.
+    pub fn chains_deleted<'a>(&mut self, names: impl IntoIterator<Item = &'a String>) {
+        for n in names {
+            self.chains.remove(n);
+        }
+    }
+
+    /// Plans a full sync of `base` and `services` over what `listing` found. On the
+    /// process's `first` sync, base chains are recreated (their hook or priority may
+    /// differ from an older version's) and endpoint chains already present are kept.
+    pub fn full(
+        family: Family,
+        base: &Fragment,
+        services: BTreeMap<NamespacedName, Fragment>,
+        listing: &Listing,
+        first: bool,
+    ) -> (Synced, Plan) {
+        let mut tx = Transaction::new(family);
+        tx.add_table();
+        if first {
+            // Recreated (within this transaction) in case an older version left them
+            // with another hook or priority.
+            for c in base.chains.iter().filter(|c| c.hook.is_some()) {
+                tx.add_chain_name(&c.name);
+                tx.delete_chain(&c.name);
+            }
+        }
+        let mut synced = Synced {
+            family,
+            services: HashMap::with_capacity(services.len()),
+            claims: HashMap::new(),
+            elements: HashMap::new(),
+            chains: HashMap::new(),
+            affinity_sets: HashMap::new(),
+        };
+        let mut written = Vec::new();
+
+        // Declarations first, so that every reference below resolves.
+        for c in &base.chains {
+            tx.add_chain(c);
+        }
+        let mut to_write: Vec<&Chain> = Vec::new();
+        for f in services.values() {
+            for c in &f.chains {
+                if first && endpoint_chain_reusable(c, listing) {
+                    synced.chains.insert(c.name.clone(), Some(c.rules.clone()));
+                    continue;
+                }
+                tx.add_chain(c);
+                to_write.push(c);
+            }
+        }
+        for s in &base.sets {
+            tx.add_set(s);
+        }
+        for f in services.values() {
+            for s in &f.sets {
+                tx.add_set(s);
+                synced.affinity_sets.insert(s.name.clone(), s.clone());
+            }
+        }
+
+        // Chain contents.
+        for c in &base.chains {
+            tx.write_chain(c);
+        }
+        for c in to_write {
+            tx.write_chain(c);
+            synced.chains.insert(c.name.clone(), Some(c.rules.clone()));
+            written.push(c.name.clone());
+        }
+        let mut newly_stale = Vec::new();
+        for name in listing.chains.iter().filter(|n| is_service_chain(n)) {
+            if !synced.chains.contains_key(name) {
+                tx.flush_chain(name);
+                synced.chains.insert(name.clone(), None);
+                newly_stale.push(name.clone());
+            }
+        }
+
+        // `nodeport-ips` is rewritten whole; when unused it is removed.
+        match base.sets.iter().find(|s| s.name == NODEPORT_IPS) {
+            Some(_) => {
+                tx.flush_set(NODEPORT_IPS, false);
+                for e in base.elements.iter().filter(|e| e.set == NODEPORT_IPS) {
+                    tx.add_element(e);
+                }
+            }
+            None if listing.sets.contains(NODEPORT_IPS) => tx.delete_set(NODEPORT_IPS, false),
+            None => {}
+        }
+
+        // Elements: diff the winners against the kernel.
+        for (name, f) in &services {
+            for e in &f.elements {
+                synced
+                    .claims
+                    .entry(elem_id(e))
+                    .or_default()
+                    .insert(name.clone(), e.clone());
+            }
+        }
+        let mut adds: Vec<(&ElementId, &Element)> = Vec::new();
+        for (id, owners) in &synced.claims {
+            let Some(winner) = owners.values().next() else {
+                continue;
+            };
+            let want = value_text(winner);
+            match listing.elements.get(id.0).and_then(|m| m.get(&id.1)) {
+                Some(have) if *have == want => {}
+                Some(_) => {
+                    tx.delete_element(id.0, &id.1);
+                    adds.push((id, winner));
+                }
+                None => adds.push((id, winner)),
+            }
+            synced.elements.insert(id.clone(), want);
+        }
+        for set in DIFFED_SETS {
+            for key in listing.elements.get(set).into_iter().flat_map(|m| m.keys()) {
+                if !synced.elements.contains_key(&(set, key.clone())) {
+                    tx.delete_element(set, key);
+                }
+            }
+        }
+        adds.sort_by(|a, b| a.0.cmp(b.0));
+        for (_, e) in adds {
+            tx.add_element(e);
+        }
+
+        // Affinity sets nobody uses any more (their chains were flushed above).
+        for name in listing
+            .sets
+            .iter()
+            .filter(|n| n.starts_with(AFFINITY_PREFIX))
+        {
+            if !synced.affinity_sets.contains_key(name) {
+                tx.delete_set(name, false);
+            }
+        }
+        synced.services = services.into_iter().collect();
+        (
+            synced,
+            Plan {
+                tx,
+                newly_stale,
+                written,
+            },
+        )
+    }
+
+    /// Plans a partial sync: each changed Service with its new objects (None: gone).
+    /// Updates the record as if the transaction succeeds; drop the record if it fails.
+    pub fn partial(&mut self, changes: Vec<(NamespacedName, Option<Fragment>)>) -> Plan {
+        let mut decl_chains: Vec<Chain> = Vec::new();
+        let mut new_sets: Vec<Set> = Vec::new();
+        let mut flushes: Vec<String> = Vec::new();
+        let mut dropped_sets: BTreeSet<String> = BTreeSet::new();
+        let mut touched: BTreeSet<ElementId> = BTreeSet::new();
+
+        for (name, new) in changes {
+            let old = self.services.remove(&name).unwrap_or_default();
+            let new = new.unwrap_or_default();
+            // Chains.
+            let new_names: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
+            for c in &new.chains {
+                if self.chains.get(&c.name) != Some(&Some(c.rules.clone())) {
+                    decl_chains.push(c.clone());
+                }
+            }
+            for c in old
+                .chains
+                .iter()
+                .filter(|c| !new_names.contains(c.name.as_str()))
+            {
+                if let Some(slot) = self.chains.get_mut(&c.name)
+                    && slot.is_some()
+                {
+                    *slot = None;
+                    flushes.push(c.name.clone());
+                }
+            }
+            // Affinity sets.
+            let new_set_names: BTreeSet<&str> = new.sets.iter().map(|s| s.name.as_str()).collect();
+            for s in &new.sets {
+                if self.affinity_sets.get(&s.name) != Some(s) {
+                    new_sets.push(s.clone());
+                }
+                dropped_sets.remove(&s.name);
+            }
+            for s in old
+                .sets
+                .iter()
+                .filter(|s| !new_set_names.contains(s.name.as_str()))
+            {
+                dropped_sets.insert(s.name.clone());
+            }
+            // Element claims.
+            for e in &old.elements {
+                let id = elem_id(e);
+                if let Some(owners) = self.claims.get_mut(&id) {
+                    owners.remove(&name);
+                    if owners.is_empty() {
+                        self.claims.remove(&id);
+                    }
+                }
+                touched.insert(id);
+            }
+            for e in &new.elements {
+                let id = elem_id(e);
+                self.claims
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(name.clone(), e.clone());
+                touched.insert(id);
+            }
+            if !new.chains.is_empty() || !new.elements.is_empty() || !new.sets.is_empty() {
+                self.services.insert(name, new);
+            }
+        }
+
+        // As upstream, every written chain gets `add` + `flush` + its rules, whether
+        // or not we believe it exists: the kernel ends up right either way.
+        let mut tx = Transaction::new(self.family);
+        for c in &decl_chains {
+            tx.add_chain(c);
+        }
+        for s in &new_sets {
+            tx.add_set(s);
+            self.affinity_sets.insert(s.name.clone(), s.clone());
+        }
+        let mut written = Vec::new();
+        for c in &decl_chains {
+            tx.write_chain(c);
+            self.chains.insert(c.name.clone(), Some(c.rules.clone()));
+            written.push(c.name.clone());
+        }
+        for name in &flushes {
+            tx.flush_chain(name);
+        }
+        let mut adds: Vec<Element> = Vec::new();
+        for id in touched {
+            let winner = self.claims.get(&id).and_then(|o| o.values().next());
+            let have = self.elements.get(&id);
+            match (winner, have) {
+                (None, None) => {}
+                (None, Some(_)) => {
+                    tx.delete_element(id.0, &id.1);
+                    self.elements.remove(&id);
+                }
+                (Some(w), have) => {
+                    let want = value_text(w);
+                    if have != Some(&want) {
+                        if have.is_some() {
+                            tx.delete_element(id.0, &id.1);
+                        }
+                        adds.push(w.clone());
+                        self.elements.insert(id, want);
+                    }
+                }
+            }
+        }
+        for e in &adds {
+            tx.add_element(e);
+        }
+        for s in &dropped_sets {
+            if self.affinity_sets.remove(s).is_some() {
+                tx.delete_set(s, false);
+            }
+        }
+        Plan {
+            tx,
+            newly_stale: flushes,
+            written,
+        }
+    }
+}
