@@ -269,10 +269,17 @@ impl KubeProxyConfiguration {
         networks(self.cluster_cidr.split(','))
     }
 
-    /// NodePort addresses: all local IPs, the primary node IPs, or a CIDR list.
+    /// NodePort addresses: all local IPs, the primary node IPs, or a CIDR list (unset:
+    /// the primary IPs in nftables mode, all local IPs otherwise).
     pub fn node_port_addresses(&self) -> NodePortAddresses {
         if self.node_port_addresses.is_empty() {
-            NodePortAddresses::All
+            // Upstream's platform default: nftables mode takes NodePorts on the
+            // node's primary IPs only, the other modes on every local address.
+            if self.mode() == ProxyMode::Nftables {
+                NodePortAddresses::Primary
+            } else {
+                NodePortAddresses::All
+            }
         } else if self.node_port_addresses.iter().any(|a| a == "primary") {
             NodePortAddresses::Primary
         } else {

@@ -11,16 +11,21 @@ use kpr_iptables::apply::{Backend, Iptables};
 use kpr_iptables::exec::{ProcessRunner, Runner};
 use kpr_iptables::{NfacctCounters, RenderConfig};
 use kpr_model::{IpFamily, NodeInfo, ProxyState, Store};
+use kpr_nftables::nft::{Nft, NftError};
+use kpr_nftables::objects::Family as NftFamily;
 use kpr_server::{Metrics, ProxyHealth, ServerState};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::dataplane::{IptablesDataPlane, render_iptables_dry_run};
+use crate::dataplane::{
+    DataPlane, IptablesDataPlane, NftablesDataPlane, render_iptables_dry_run,
+    render_nftables_dry_run,
+};
 use crate::host::Host;
 use crate::manifests::ManifestSource;
 use crate::observer::ServerObserver;
-use crate::render_settings::{Features, iptables_render_config};
+use crate::render_settings::{Features, iptables_render_config, nftables_render_config};
 use crate::run::{LoopSettings, SyncLoop, run};
 use crate::scheduler::Timing;
 
@@ -60,8 +65,15 @@ pub fn dry_run(
                 .collect();
             render_iptables_dry_run(&state, &configs)
         }
+        ProxyMode::Nftables => {
+            let configs: Vec<kpr_nftables::RenderConfig> = IpFamily::ALL
+                .iter()
+                .map(|f| nftables_render_config(config, &state, host, *f))
+                .collect();
+            render_nftables_dry_run(&state, &configs)
+        }
         other => bail!(
-            "--proxy-mode {}: not implemented yet in kube-proxy-rs (iptables is)",
+            "--proxy-mode {}: not implemented yet in kube-proxy-rs (iptables and nftables are)",
             other.as_str()
         ),
     };
@@ -90,29 +102,59 @@ pub fn supported_families(host: &dyn Host, runner: &Arc<dyn Runner>) -> Vec<IpFa
     families
 }
 
-/// `--cleanup`: removes every rule and chain of every kube-proxy mode, both families.
-pub fn cleanup() -> anyhow::Result<()> {
-    let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
+/// Removes iptables mode's rules and chains (both families); returns failures.
+fn cleanup_iptables(runner: &Arc<dyn Runner>) -> Vec<String> {
     let mut failed = Vec::new();
     for family in IpFamily::ALL {
         let ipt = iptables_for(family, runner.clone());
         match ipt.cleanup() {
+            Ok(0) => {}
             Ok(n) => info!(family = %family, removed = n, "iptables rules cleaned up"),
-            Err(e) => failed.push(format!("{family}: {e}")),
+            Err(e) => failed.push(format!("iptables {family}: {e}")),
         }
     }
-    // nftables mode's tables (ours and upstream's have the same names).
-    for table in ["ip kube-proxy", "ip6 kube-proxy"] {
-        let args: Vec<&str> = ["delete", "table"]
-            .into_iter()
-            .chain(table.split(' '))
-            .collect();
-        let _ = runner.run("nft", &args, None);
+    failed
+}
+
+/// Removes nftables mode's tables (both families); returns failures. A host without
+/// `nft` has nothing to clean.
+fn cleanup_nftables(runner: &Arc<dyn Runner>) -> Vec<String> {
+    let mut failed = Vec::new();
+    for family in IpFamily::ALL {
+        let nft = Nft::new(NftFamily(family), runner.clone());
+        match nft.delete_table() {
+            Ok(true) => info!(family = %family, "nftables table kube-proxy deleted"),
+            Ok(false) => {}
+            Err(NftError::Spawn(_)) => {}
+            Err(e) => failed.push(format!("nftables {family}: {e}")),
+        }
     }
+    failed
+}
+
+/// `--cleanup`: removes every rule, chain and table of every kube-proxy mode, both
+/// families (ours and upstream's have the same names).
+pub fn cleanup() -> anyhow::Result<()> {
+    let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
+    let mut failed = cleanup_iptables(&runner);
+    failed.extend(cleanup_nftables(&runner));
     if failed.is_empty() {
         Ok(())
     } else {
         bail!("cleanup failed: {}", failed.join("; "))
+    }
+}
+
+/// Upstream's `platformCleanup` at start-up: nftables mode removes iptables-mode
+/// leftovers, iptables mode removes nftables-mode leftovers, so that a node switching
+/// modes does not run both rule sets.
+fn cleanup_other_modes(mode: ProxyMode, runner: &Arc<dyn Runner>) {
+    let failed = match mode {
+        ProxyMode::Nftables => cleanup_iptables(runner),
+        _ => cleanup_nftables(runner),
+    };
+    for f in failed {
+        warn!(error = %f, "cannot remove another proxy mode's leftovers");
     }
 }
 
@@ -155,32 +197,23 @@ fn probe_features(config: &KubeProxyConfiguration, ipt: &Iptables, host: &dyn Ho
     }
 }
 
-/// Runs the proxy from the manifest directory `dir` until SIGTERM or SIGINT.
-pub async fn run_proxy(
-    config: KubeProxyConfiguration,
-    dir: &Path,
+/// Builds iptables mode's data plane: families the host supports, kernel features,
+/// `route_localnet` for localhost NodePorts.
+fn iptables_dataplane(
+    config: &KubeProxyConfiguration,
     host: Arc<dyn Host>,
-) -> anyhow::Result<()> {
-    if config.mode() != ProxyMode::Iptables {
-        bail!(
-            "--proxy-mode {}: not implemented yet in kube-proxy-rs (iptables is)",
-            config.mode().as_str()
-        );
-    }
-    let node = node_name(&config, host.as_ref());
-    info!(node = %node, mode = config.mode().as_str(), manifests = %dir.display(), "starting kube-proxy-rs");
-    let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
+    runner: Arc<dyn Runner>,
+    initial: &ProxyState,
+) -> (Vec<IpFamily>, Box<dyn DataPlane>) {
     let families = supported_families(host.as_ref(), &runner);
     let probe_ipt = iptables_for(IpFamily::V4, runner.clone());
-    let features = probe_features(&config, &probe_ipt, host.as_ref());
+    let features = probe_features(config, &probe_ipt, host.as_ref());
     info!(families = ?families, random_fully = features.random_fully, nfacct = features.nfacct.ct_invalid_dropped, "kernel features");
-
     // Localhost NodePorts need route_localnet (upstream closes the hole it opens
     // with the KUBE-FIREWALL rule).
-    let initial_node = NodeInfo::named(node.clone());
     if iptables_render_config(
-        &config,
-        &initial_node,
+        config,
+        &initial.node,
         host.as_ref(),
         &features,
         IpFamily::V4,
@@ -189,6 +222,90 @@ pub async fn run_proxy(
     {
         set_sysctl("net/ipv4/conf/all/route_localnet", "1");
     }
+    let tools = families
+        .iter()
+        .map(|f| iptables_for(*f, runner.clone()))
+        .collect();
+    let cfg = config.clone();
+    let fams = families.clone();
+    let configs = Box::new(move |state: &ProxyState| {
+        fams.iter()
+            .map(|f| iptables_render_config(&cfg, &state.node, host.as_ref(), &features, *f))
+            .collect()
+    });
+    (
+        families,
+        Box::new(IptablesDataPlane::new(tools, initial, configs)),
+    )
+}
+
+/// Builds nftables mode's data plane: checks that nft and the kernel can hold our
+/// table (upstream needs nft >= 1.0.1 and kernel >= 5.13), then one table per family.
+fn nftables_dataplane(
+    config: &KubeProxyConfiguration,
+    host: Arc<dyn Host>,
+    runner: Arc<dyn Runner>,
+    initial: &ProxyState,
+) -> anyhow::Result<(Vec<IpFamily>, Box<dyn DataPlane>)> {
+    let mut families = Vec::new();
+    for family in IpFamily::ALL {
+        let nft = Nft::new(NftFamily(family), runner.clone());
+        let probe = nftables_render_config(config, initial, host.as_ref(), family);
+        match kpr_nftables::probe(&nft, &probe) {
+            Ok(()) => families.push(family),
+            Err(e) if family == IpFamily::V4 => {
+                return Err(anyhow::anyhow!(
+                    "nftables mode needs nft >= 1.0.1 and a kernel >= 5.13 with nf_tables: {e}"
+                ));
+            }
+            Err(e) => {
+                warn!(error = %e, "IPv6 nftables table cannot be created; proxying IPv4 only")
+            }
+        }
+    }
+    if families.contains(&IpFamily::V6) && host.sysctl("net/ipv6/conf/all/forwarding").is_none() {
+        families.retain(|f| *f == IpFamily::V4);
+    }
+    info!(families = ?families, "nftables available");
+    let tools = families
+        .iter()
+        .map(|f| Nft::new(NftFamily(*f), runner.clone()))
+        .collect();
+    let cfg = config.clone();
+    let fams = families.clone();
+    let configs = Box::new(move |state: &ProxyState| {
+        fams.iter()
+            .map(|f| nftables_render_config(&cfg, state, host.as_ref(), *f))
+            .collect()
+    });
+    Ok((
+        families,
+        Box::new(NftablesDataPlane::new(tools, initial, configs)),
+    ))
+}
+
+/// Runs the proxy from the manifest directory `dir` until SIGTERM or SIGINT.
+pub async fn run_proxy(
+    config: KubeProxyConfiguration,
+    dir: &Path,
+    host: Arc<dyn Host>,
+) -> anyhow::Result<()> {
+    let mode = config.mode();
+    if !matches!(mode, ProxyMode::Iptables | ProxyMode::Nftables) {
+        bail!(
+            "--proxy-mode {}: not implemented yet in kube-proxy-rs (iptables and nftables are)",
+            mode.as_str()
+        );
+    }
+    let node = node_name(&config, host.as_ref());
+    info!(node = %node, mode = mode.as_str(), manifests = %dir.display(), "starting kube-proxy-rs");
+    let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
+    cleanup_other_modes(mode, &runner);
+    let initial = ProxyState::empty(NodeInfo::named(node.clone()));
+    let (families, dataplane) = match mode {
+        ProxyMode::Nftables => nftables_dataplane(&config, host.clone(), runner.clone(), &initial)?,
+        _ => iptables_dataplane(&config, host.clone(), runner.clone(), &initial),
+    };
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
@@ -202,7 +319,7 @@ pub async fn run_proxy(
         health: health.clone(),
         metrics: metrics.clone(),
         registry: Arc::new(registry),
-        proxy_mode: config.mode().as_str().to_string(),
+        proxy_mode: mode.as_str().to_string(),
         configz: serde_json::to_value(&config).unwrap_or_default(),
     });
     if let Some(addr) = config.healthz_bind_address() {
@@ -216,28 +333,9 @@ pub async fn run_proxy(
         info!(address = %bound, "serving /metrics, /proxyMode and /configz");
     }
 
-    let dataplane = IptablesDataPlane::new(
-        families
-            .iter()
-            .map(|f| {
-                (
-                    iptables_for(*f, runner.clone()),
-                    iptables_render_config(&config, &initial_node, host.as_ref(), &features, *f),
-                )
-            })
-            .collect(),
-    );
     let (tx, rx) = mpsc::channel(1);
     let _watcher =
         kpr_source::watch_dir(dir, tx).with_context(|| format!("watching {}", dir.display()))?;
-    let cfg = config.clone();
-    let host_for_render = host.clone();
-    let fams = families.clone();
-    let render_configs = Box::new(move |node: &NodeInfo| {
-        fams.iter()
-            .map(|f| iptables_render_config(&cfg, node, host_for_render.as_ref(), &features, *f))
-            .collect()
-    });
     let mut observer = ServerObserver::new(metrics, health, families.clone());
     let timing = Timing {
         min_interval: config.min_sync_period(),
@@ -250,7 +348,6 @@ pub async fn run_proxy(
             source: ManifestSource::new(dir.to_path_buf()),
             store: Store::new(node),
             dataplane,
-            render_configs,
             settings: LoopSettings {
                 timing,
                 canary_interval: config.sync_period(),

@@ -8,7 +8,7 @@ use kpr_config::KubeProxyConfiguration;
 use kpr_config::settings::{DetectLocal, NodePortAddresses};
 use kpr_iptables::names::masquerade_mark;
 use kpr_iptables::{LocalDetector, NfacctCounters, NodePortAddresses as Npa, RenderConfig};
-use kpr_model::{IpFamily, NodeInfo};
+use kpr_model::{IpFamily, NodeInfo, ProxyState};
 
 use crate::host::Host;
 
@@ -130,5 +130,25 @@ pub fn iptables_render_config(
         nfacct: features.nfacct,
         conntrack_tcp_liberal: features.tcp_liberal || config.conntrack().tcp_be_liberal,
         large_cluster_endpoints: 1000,
+    }
+}
+
+/// The nftables render settings of `family` (localhost never takes NodePorts in this
+/// mode; the ServiceCIDRs come from the state).
+pub fn nftables_render_config(
+    config: &KubeProxyConfiguration,
+    state: &ProxyState,
+    host: &dyn Host,
+    family: IpFamily,
+) -> kpr_nftables::RenderConfig {
+    let (npa, _) = node_port_addresses(config, &state.node, host, family);
+    kpr_nftables::RenderConfig {
+        family,
+        masquerade_mark: masquerade_mark(config.masquerade_bit()),
+        masquerade_all: config.masquerade_all(),
+        local_detector: local_detector(config, &state.node, family),
+        node_port_addresses: npa,
+        service_cidrs: state.service_cidrs(family),
+        node_ip: node_ip(config, &state.node, family),
     }
 }

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use kpr_iptables::RenderConfig;
-use kpr_model::{NodeInfo, ProxyState, Store};
+use kpr_model::{ProxyState, Store};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{error, info, info_span, warn};
 
-use crate::dataplane::IptablesDataPlane;
+use crate::dataplane::DataPlane;
 use crate::manifests::ManifestSource;
 use crate::scheduler::{Due, Scheduler, Timing};
 
@@ -18,7 +17,7 @@ use crate::scheduler::{Due, Scheduler, Timing};
 pub struct LoopSettings {
     /// Scheduler timing.
     pub timing: Timing,
-    /// How often to check that the canary chains are still there (`syncPeriod`).
+    /// How often to check that our kernel objects are still there (`syncPeriod`).
     pub canary_interval: Duration,
 }
 
@@ -35,10 +34,6 @@ pub trait Observer: Send {
 pub struct NoObserver;
 impl Observer for NoObserver {}
 
-/// Computes the per-family render settings from the node as currently known (its IPs
-/// feed some rules).
-pub type RenderConfigs = Box<dyn Fn(&NodeInfo) -> Vec<RenderConfig> + Send>;
-
 /// Everything the loop drives.
 pub struct SyncLoop<'a> {
     /// Where objects come from.
@@ -46,9 +41,7 @@ pub struct SyncLoop<'a> {
     /// The model.
     pub store: Store,
     /// The kernel side.
-    pub dataplane: IptablesDataPlane,
-    /// Render settings per family.
-    pub render_configs: RenderConfigs,
+    pub dataplane: Box<dyn DataPlane>,
     /// Timing.
     pub settings: LoopSettings,
     /// Metrics and health.
@@ -65,7 +58,6 @@ pub async fn run(
         mut source,
         mut store,
         mut dataplane,
-        render_configs,
         settings,
         observer,
     } = parts;
@@ -92,9 +84,6 @@ pub async fn run(
                     }
                 }
                 let state = store.snapshot();
-                for config in render_configs(&state.node) {
-                    dataplane.reconfigure(config);
-                }
                 let started = std::time::Instant::now();
                 let results = dataplane.sync(&state, full);
                 let elapsed = started.elapsed();
@@ -106,9 +95,12 @@ pub async fn run(
                             family = %r.family,
                             full = report.full,
                             services_changed = report.services_changed,
-                            service_ports = report.stats.service_ports,
-                            endpoints = report.stats.endpoints,
-                            nat_rules = report.stats.nat_rules_total,
+                            counters = %report
+                                .counters
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(" "),
                             bytes = report.bytes,
                             elapsed_ms = elapsed.as_millis() as u64,
                             "rules applied"
@@ -128,8 +120,8 @@ pub async fn run(
                     _ = sleep_until(deadline) => {
                         if Instant::now() >= next_canary {
                             next_canary = Instant::now() + settings.canary_interval;
-                            if !dataplane.canaries_present() {
-                                warn!("canary chains are gone (rules flushed by someone else?); doing a full resync");
+                            if !dataplane.intact() {
+                                warn!(mode = dataplane.mode(), "our rules are gone (flushed by someone else?); doing a full resync");
                                 scheduler.request_full();
                             }
                         }

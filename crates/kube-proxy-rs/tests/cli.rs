@@ -75,6 +75,53 @@ fn dry_run_examples() {
     );
 }
 
+/// `--dry-run` in nftables mode prints one script that loads, as it is, into an
+/// empty namespace, creating both families' tables.
+#[test]
+fn dry_run_nftables_loads() {
+    let examples = root().join("examples/manifests");
+    let out = run(&[
+        "--proxy-mode=nftables",
+        "--manifests",
+        examples.to_str().unwrap(),
+        "--dry-run",
+        "--hostname-override=node1",
+        "--cluster-cidr=10.244.0.0/16,fd44::/16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("# IPv4"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "add element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 : goto service-"
+        )
+    );
+    assert!(stdout.contains("# IPv6"), "IPv6 part");
+    let ns = Netns::new("dry-nft").unwrap();
+    let mut child = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdout.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "dry-run output loads with nft -f"
+    );
+    let tables = ns.sh("nft list tables").unwrap();
+    assert!(
+        tables.contains("table ip kube-proxy") && tables.contains("table ip6 kube-proxy"),
+        "{tables}"
+    );
+}
+
 /// Each bad input gives one line naming the flag or field and the value, and exit 1.
 #[test]
 fn bad_input_one_line() {

@@ -19,6 +19,7 @@ pub mod name;
 pub mod node;
 pub mod problem;
 pub mod service;
+pub mod service_cidr;
 pub mod state;
 pub mod store;
 pub mod topology;

@@ -182,6 +182,8 @@ pub struct ProxyState {
     pub families: [FamilyState; 2],
     /// This node.
     pub node: Arc<NodeInfo>,
+    /// Every ServiceCIDR's ranges, sorted, both families.
+    pub service_cidrs: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl ProxyState {
@@ -198,6 +200,16 @@ impl ProxyState {
                 services: Arc::default(),
             }),
             node: Arc::new(node),
+            service_cidrs: Arc::default(),
         }
+    }
+
+    /// The ServiceCIDR ranges of `family`.
+    pub fn service_cidrs(&self, family: IpFamily) -> Vec<ipnet::IpNet> {
+        self.service_cidrs
+            .iter()
+            .filter(|c| IpFamily::of(&c.addr()) == family)
+            .copied()
+            .collect()
     }
 }

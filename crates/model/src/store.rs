@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::networking::v1 as networking;
 
 use crate::endpoint::{SliceInfo, convert_slice, endpoints_for_port};
 use crate::mirror::mirror_endpoints;
@@ -19,6 +20,7 @@ use crate::name::{IpFamily, NamespacedName};
 use crate::node::NodeInfo;
 use crate::problem::{ObjectKind, Problem};
 use crate::service::{ServiceConversion, ServiceInfo, convert_service, service_name};
+use crate::service_cidr::convert_service_cidr;
 use crate::state::{FamilyState, ProxyState, ServicePortState, ServiceState};
 use crate::topology::{NodeTopology, categorize};
 
@@ -46,6 +48,10 @@ pub enum Change {
     NodeUpsert(Box<core::Node>),
     /// A Node (by name) was deleted.
     NodeDelete(String),
+    /// A ServiceCIDR was added or updated.
+    ServiceCidrUpsert(Box<networking::ServiceCIDR>),
+    /// A ServiceCIDR (by name) was deleted.
+    ServiceCidrDelete(String),
 }
 
 /// A complete set of objects, as a manifest directory holds them.
@@ -59,6 +65,8 @@ pub struct Objects {
     pub endpoints: Vec<core::Endpoints>,
     /// Nodes.
     pub nodes: Vec<core::Node>,
+    /// ServiceCIDRs.
+    pub service_cidrs: Vec<networking::ServiceCIDR>,
 }
 
 /// Holds the converted objects and produces [`ProxyState`] snapshots.
@@ -71,6 +79,7 @@ pub struct Store {
     slices_by_service: HashMap<NamespacedName, BTreeSet<String>>,
     dirty: HashSet<NamespacedName>,
     resolved: [Arc<BTreeMap<NamespacedName, Arc<ServiceState>>>; 2],
+    service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
 }
 
 fn owned_by_other_proxy(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
@@ -101,6 +110,7 @@ impl Store {
             slices_by_service: HashMap::new(),
             dirty: HashSet::new(),
             resolved: Default::default(),
+            service_cidrs: BTreeMap::new(),
         }
     }
 
@@ -145,6 +155,13 @@ impl Store {
             }
             Change::EndpointsDelete(key) => self.set_mirrored(key, Vec::new()),
             Change::NodeUpsert(node) => self.upsert_node(&node, &mut problems),
+            Change::ServiceCidrUpsert(obj) => {
+                let (name, cidrs) = convert_service_cidr(&obj, &mut problems);
+                self.service_cidrs.insert(name, cidrs);
+            }
+            Change::ServiceCidrDelete(name) => {
+                self.service_cidrs.remove(&name);
+            }
             Change::NodeDelete(name) => {
                 if name == self.node.name && self.node.present {
                     let zone_before = self.node.zone().map(str::to_owned);
@@ -215,6 +232,12 @@ impl Store {
         for key in stale {
             self.set_mirrored(key, Vec::new());
         }
+
+        self.service_cidrs = objects
+            .service_cidrs
+            .iter()
+            .map(|o| convert_service_cidr(o, &mut problems))
+            .collect();
 
         match objects
             .nodes
@@ -378,6 +401,15 @@ impl Store {
                 services: Arc::clone(&self.resolved[family.index()]),
             }),
             node: Arc::new(self.node.clone()),
+            service_cidrs: Arc::new(
+                self.service_cidrs
+                    .values()
+                    .flatten()
+                    .copied()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            ),
         }
     }
 

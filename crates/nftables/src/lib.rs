@@ -15,7 +15,7 @@ pub mod sync;
 pub mod trace;
 pub mod transaction;
 
-pub use proxier::{FamilyProxier, SyncReport, render_ruleset, render_service};
+pub use proxier::{FamilyProxier, SyncReport, probe, render_ruleset, render_service};
 pub use render::{Fragment, RenderConfig, base, service_port};
 pub use ruleset::{Ruleset, sort_like_upstream};
 pub use transaction::Transaction;

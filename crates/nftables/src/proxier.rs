@@ -229,3 +229,50 @@ impl FamilyProxier {
         Ok(report)
     }
 }
+
+/// Checks, without changing anything, that nft and the kernel accept everything this
+/// mode writes: the fixed part of the table plus a chain using each per-Service
+/// construct (random endpoint choice, affinity set, DNAT).
+pub fn probe(nft: &Nft, config: &RenderConfig) -> Result<(), NftError> {
+    use crate::objects::{Chain, KeyType, Rule, Set};
+    let mut r = Ruleset::new(Family(config.family));
+    r.add(&base(config));
+    let ip = match config.family {
+        kpr_model::IpFamily::V4 => "192.0.2.1".parse(),
+        kpr_model::IpFamily::V6 => "2001:db8::1".parse(),
+    };
+    let ip = ip.map_err(|_| NftError::Failed {
+        command: "probe".into(),
+        status: -1,
+        stderr: "bad probe address".into(),
+    })?;
+    r.add(&Fragment {
+        chains: vec![
+            Chain::new(
+                "probe-endpoint",
+                vec![
+                    Rule::MasqueradeHairpin(ip),
+                    Rule::AffinityUpdate("probe-affinity".into()),
+                    Rule::Dnat(kpr_model::Protocol::Tcp, ip, 80),
+                ],
+            ),
+            Chain::new(
+                "probe-service",
+                vec![Rule::NumgenVmap(vec!["probe-endpoint".into()])],
+            ),
+        ],
+        sets: vec![Set {
+            name: "probe-affinity".into(),
+            key: KeyType::Addr,
+            verdict_map: false,
+            timeout: Some(10800),
+            comment: None,
+        }],
+        elements: Vec::new(),
+    });
+    let mut tx = Transaction::new(Family(config.family));
+    for line in r.creation_script().lines() {
+        tx.raw(line);
+    }
+    nft.check(&tx)
+}

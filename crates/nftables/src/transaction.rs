@@ -69,6 +69,11 @@ impl Transaction {
         self.line(&l);
     }
 
+    /// One operation as written (e.g. a line of [`crate::Ruleset::creation_script`]).
+    pub fn raw(&mut self, line: &str) {
+        self.line(line);
+    }
+
     /// `delete table`.
     pub fn delete_table(&mut self) {
         let l = format!("delete table {} {TABLE}", self.family.word());

@@ -132,22 +132,14 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
             Object::Endpoints(e) => set.objects.endpoints.push(*e),
             Object::Node(n) => set.objects.nodes.push(*n),
             Object::ServiceCidr(c) => {
-                for cidr in c.spec.iter().flat_map(|s| s.cidrs.iter().flatten()) {
-                    match cidr.parse::<IpNet>() {
-                        Ok(net) => set.service_cidrs.push(net),
-                        Err(_) => set.problems.push(SourceProblem::new(
-                            set.origins
-                                .get(&key("ServiceCIDR", None, c.metadata.name.as_deref()))
-                                .map(String::as_str)
-                                .unwrap_or("?"),
-                            None,
-                            format!(
-                                "ServiceCIDR {}: spec.cidrs: invalid CIDR {cidr:?}; skipped",
-                                c.metadata.name.as_deref().unwrap_or_default()
-                            ),
-                        )),
-                    }
-                }
+                // Ranges for allocation here; the model reports bad ones.
+                set.service_cidrs.extend(
+                    c.spec
+                        .iter()
+                        .flat_map(|s| s.cidrs.iter().flatten())
+                        .filter_map(|cidr| cidr.parse::<IpNet>().ok()),
+                );
+                set.objects.service_cidrs.push(*c);
             }
         }
     }

@@ -118,8 +118,9 @@ impl Lab {
             "--cluster-cidr=10.244.0.0/16,fd44::/16",
             "--v=2",
         ])
+        // Also sets nftables.minSyncPeriod (upstream shares the flag).
         .args(match self.mode.as_str() {
-            "iptables" => vec!["--iptables-min-sync-period=0s"],
+            "iptables" | "nftables" => vec!["--iptables-min-sync-period=0s"],
             _ => vec![],
         })
         .args(&self.extra_args)
