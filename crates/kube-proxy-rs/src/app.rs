@@ -1,7 +1,7 @@
 //! What the binary does, as library functions the tests can call: dry run, cleanup,
 //! and running the proxy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +10,7 @@ use kpr_config::{KubeProxyConfiguration, ProxyMode};
 use kpr_iptables::apply::{Backend, Iptables};
 use kpr_iptables::exec::{ProcessRunner, Runner};
 use kpr_iptables::{NfacctCounters, RenderConfig};
+use kpr_kube_source::{ClientSettings, SourceConfig};
 use kpr_model::{IpFamily, NodeInfo, ProxyState, Store};
 use kpr_nftables::nft::{Nft, NftError};
 use kpr_nftables::objects::Family as NftFamily;
@@ -26,7 +27,7 @@ use crate::host::Host;
 use crate::manifests::ManifestSource;
 use crate::observer::ServerObserver;
 use crate::render_settings::{Features, iptables_render_config, nftables_render_config};
-use crate::run::{LoopSettings, SyncLoop, run};
+use crate::run::{Feed, LoopSettings, SyncLoop, run};
 use crate::scheduler::Timing;
 
 /// Upstream's `FullSyncPeriod`: a full resync at least this often.
@@ -284,10 +285,67 @@ fn nftables_dataplane(
     ))
 }
 
-/// Runs the proxy from the manifest directory `dir` until SIGTERM or SIGINT.
+/// Where the proxy reads Services, EndpointSlices and its Node from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A manifest directory (`--manifests`), re-read when it changes.
+    Manifests(PathBuf),
+    /// The Kubernetes API server (kubeconfig, `--master` or in-cluster credentials).
+    Api(ClientSettings),
+}
+
+impl Input {
+    fn describe(&self) -> String {
+        match self {
+            Input::Manifests(dir) => format!("manifests {}", dir.display()),
+            Input::Api(s) => match (&s.master, &s.kubeconfig) {
+                (Some(m), _) => format!("API server {m}"),
+                (None, Some(k)) => format!("API server from kubeconfig {}", k.display()),
+                (None, None) => "API server (in-cluster credentials)".to_string(),
+            },
+        }
+    }
+}
+
+/// Keeps the source's background work alive while the loop runs.
+enum SourceGuard {
+    Manifests(#[allow(dead_code)] kpr_source::DirWatcher),
+    Api(#[allow(dead_code)] kpr_kube_source::SourceHandle),
+}
+
+/// Starts the source: a directory watcher, or the API watchers.
+async fn start_feed(input: &Input, node: &str) -> anyhow::Result<(Feed, SourceGuard)> {
+    match input {
+        Input::Manifests(dir) => {
+            let (tx, rx) = mpsc::channel(1);
+            let watcher = kpr_source::watch_dir(dir, tx)
+                .with_context(|| format!("watching {}", dir.display()))?;
+            Ok((
+                Feed::Manifests {
+                    source: ManifestSource::new(dir.clone()),
+                    wake: rx,
+                },
+                SourceGuard::Manifests(watcher),
+            ))
+        }
+        Input::Api(settings) => {
+            let api = kpr_kube_source::connect(settings)
+                .await
+                .context("cannot set up the API client")?;
+            for note in &api.notes {
+                warn!("{note}");
+            }
+            info!(url = %api.url, "watching Services, EndpointSlices and this Node");
+            let (events, handle) = kpr_kube_source::spawn(&api, SourceConfig::new(node));
+            Ok((Feed::Api { events }, SourceGuard::Api(handle)))
+        }
+    }
+}
+
+/// Runs the proxy from `input` until SIGTERM or SIGINT.
 pub async fn run_proxy(
     config: KubeProxyConfiguration,
-    dir: &Path,
+    input: Input,
     host: Arc<dyn Host>,
 ) -> anyhow::Result<()> {
     let mode = config.mode();
@@ -298,9 +356,10 @@ pub async fn run_proxy(
         );
     }
     let node = node_name(&config, host.as_ref());
-    info!(node = %node, mode = mode.as_str(), manifests = %dir.display(), "starting kube-proxy-rs");
+    info!(node = %node, mode = mode.as_str(), source = %input.describe(), "starting kube-proxy-rs");
     let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
     cleanup_other_modes(mode, &runner);
+    crate::conntrack::apply_settings(&config.conntrack());
     let initial = ProxyState::empty(NodeInfo::named(node.clone()));
     let (families, dataplane) = match mode {
         ProxyMode::Nftables => nftables_dataplane(&config, host.clone(), runner.clone(), &initial)?,
@@ -333,10 +392,13 @@ pub async fn run_proxy(
         info!(address = %bound, "serving /metrics, /proxyMode and /configz");
     }
 
-    let (tx, rx) = mpsc::channel(1);
-    let _watcher =
-        kpr_source::watch_dir(dir, tx).with_context(|| format!("watching {}", dir.display()))?;
-    let mut observer = ServerObserver::new(metrics, health, families.clone());
+    let (feed, _guard) = start_feed(&input, &node).await?;
+    let mut observer = ServerObserver::new(
+        metrics,
+        health,
+        dataplane.mode(),
+        Some(crate::conntrack::Reconciler::open()),
+    );
     let timing = Timing {
         min_interval: config.min_sync_period(),
         burst: 2,
@@ -345,7 +407,7 @@ pub async fn run_proxy(
     };
     run(
         SyncLoop {
-            source: ManifestSource::new(dir.to_path_buf()),
+            feed,
             store: Store::new(node),
             dataplane,
             settings: LoopSettings {
@@ -354,7 +416,6 @@ pub async fn run_proxy(
             },
             observer: &mut observer,
         },
-        rx,
         shutdown_signal(),
     )
     .await;

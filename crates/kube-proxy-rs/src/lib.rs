@@ -1,6 +1,7 @@
 //! kube-proxy-rs: wiring and the sync loop.
 
 pub mod app;
+pub mod conntrack;
 pub mod dataplane;
 pub mod host;
 pub mod manifests;

@@ -80,14 +80,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let Some(dir) = flags.manifests.clone() else {
-        eprintln!(
-            "the Kubernetes API source is not implemented yet in kube-proxy-rs; run with --manifests DIR"
-        );
-        return ExitCode::from(1);
-    };
     let host = Arc::new(RealHost);
     if flags.dry_run {
+        let Some(dir) = flags.manifests.clone() else {
+            eprintln!("--dry-run needs --manifests DIR (it prints the rules for those objects)");
+            return ExitCode::from(1);
+        };
         return match app::dry_run(&config, &dir, host.as_ref()) {
             Ok((out, _notes)) => {
                 // Problems and allocations were logged (stderr) while reading.
@@ -100,6 +98,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    let input = match flags.manifests.clone() {
+        Some(dir) => app::Input::Manifests(dir),
+        None => app::Input::Api(kpr_kube_source::ClientSettings::from_config(
+            &config.client_connection,
+            flags.master.as_deref(),
+        )),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -111,7 +116,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(app::run_proxy(config, &dir, host)) {
+    match rt.block_on(app::run_proxy(config, input, host)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e:#}");

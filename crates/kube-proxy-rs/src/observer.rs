@@ -1,29 +1,39 @@
-//! Feeds sync results into the metrics and the health state.
+//! Feeds sync results into the metrics, the health state and the conntrack
+//! reconciler.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use kpr_model::{IpFamily, ProxyState};
+use kpr_model::{IpFamily, ProxyState, Route};
 use kpr_server::ProxyHealth;
-use kpr_server::metrics::Metrics;
+use kpr_server::metrics::{Metrics, PolicyLabel, TableLabel};
 
-use crate::run::Observer;
+use crate::conntrack::Reconciler;
+use crate::run::{Observer, SyncDone};
 
-/// Reports syncs to metrics and health.
+/// Reports syncs to metrics and health, and reconciles conntrack after them.
 #[derive(Debug)]
 pub struct ServerObserver {
     metrics: Arc<Metrics>,
     health: Arc<ProxyHealth>,
-    families: Vec<IpFamily>,
+    mode: &'static str,
+    conntrack: Option<Reconciler>,
 }
 
 impl ServerObserver {
-    /// An observer for the proxied `families`.
-    pub fn new(metrics: Arc<Metrics>, health: Arc<ProxyHealth>, families: Vec<IpFamily>) -> Self {
+    /// An observer for a data plane of `mode`; `conntrack` reconciles flows after
+    /// each sync when given.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        health: Arc<ProxyHealth>,
+        mode: &'static str,
+        conntrack: Option<Reconciler>,
+    ) -> Self {
         Self {
             metrics,
             health,
-            families,
+            mode,
+            conntrack,
         }
     }
 }
@@ -34,39 +44,168 @@ fn unix_seconds(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-impl Observer for ServerObserver {
-    fn synced(&mut self, _state: &ProxyState, full: bool, ok: bool, elapsed: Duration) {
-        let now = SystemTime::now();
-        for f in &self.families {
-            let label = Metrics::family(f.as_kubernetes());
-            self.metrics
-                .sync_duration
-                .get_or_create(&label)
-                .observe(elapsed.as_secs_f64());
-            let hist = if full {
-                &self.metrics.sync_full_duration
-            } else {
-                &self.metrics.sync_partial_duration
-            };
-            hist.get_or_create(&label).observe(elapsed.as_secs_f64());
-            if ok {
-                self.metrics
-                    .last_sync_timestamp
-                    .get_or_create(&label)
-                    .set(unix_seconds(now));
-                self.health.updated(f.as_kubernetes(), now);
+fn counter(counters: &[(&'static str, u64)], name: &str) -> Option<i64> {
+    counters
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| *v as i64)
+}
+
+/// Service ports with a Local policy whose traffic is dropped for lack of local
+/// endpoints (internal, external), as upstream counts them.
+fn no_local_endpoints(state: &ProxyState, family: IpFamily) -> (i64, i64) {
+    let (mut internal, mut external) = (0, 0);
+    for svc in state.family(family).services.values() {
+        for port in &svc.ports {
+            let t = port.traffic();
+            if t.has_endpoints && t.internal == Route::Drop {
+                internal += 1;
             }
+            if t.has_endpoints && t.external == Route::Drop {
+                external += 1;
+            }
+        }
+    }
+    (internal, external)
+}
+
+impl ServerObserver {
+    fn family_synced(&mut self, done: &SyncDone<'_>, family: IpFamily, ok: bool, changed: bool) {
+        let m = &self.metrics;
+        let name = family.as_kubernetes();
+        let label = Metrics::family(name);
+        let secs = done.elapsed.as_secs_f64();
+        m.sync_duration.get_or_create(&label).observe(secs);
+        let hist = if done.full {
+            &m.sync_full_duration
+        } else {
+            &m.sync_partial_duration
+        };
+        hist.get_or_create(&label).observe(secs);
+        if !ok {
+            match self.mode {
+                "nftables" => m.nftables_sync_failures.get_or_create(&label).inc(),
+                _ => m.iptables_restore_failures.get_or_create(&label).inc(),
+            };
+            return;
+        }
+        // Conntrack first: the sync counts as done (timestamp, health) once stale
+        // flows are gone too.
+        if (changed || done.full)
+            && let Some(ct) = self.conntrack.as_mut()
+            && let Some(report) = ct.after_sync(done.state, family)
+        {
+            m.conntrack_reconcile_duration
+                .get_or_create(&label)
+                .observe(report.elapsed().as_secs_f64());
+            m.conntrack_deleted
+                .get_or_create(&label)
+                .inc_by(report.deleted as u64);
+        }
+        let now = SystemTime::now();
+        m.last_sync_timestamp
+            .get_or_create(&label)
+            .set(unix_seconds(now));
+        self.health.updated(name, now);
+        let (internal, external) = no_local_endpoints(done.state, family);
+        for (policy, n) in [("internal", internal), ("external", external)] {
+            m.no_local_endpoints
+                .get_or_create(&PolicyLabel {
+                    traffic_policy: policy.to_string(),
+                    ip_family: name.to_string(),
+                })
+                .set(n);
+        }
+    }
+}
+
+impl Observer for ServerObserver {
+    fn synced(&mut self, done: &SyncDone<'_>) {
+        for r in done.results {
+            let changed = r.outcome.as_ref().is_ok_and(|s| !s.skipped);
+            self.family_synced(done, r.family, r.outcome.is_ok(), changed);
+            if let Ok(summary) = &r.outcome
+                && !summary.skipped
+            {
+                let fam = r.family.as_kubernetes().to_string();
+                for (table, total, last) in [
+                    ("nat", "nat_rules", "nat_rules_written"),
+                    ("filter", "filter_rules", "filter_rules"),
+                ] {
+                    let label = TableLabel {
+                        table: table.to_string(),
+                        ip_family: fam.clone(),
+                    };
+                    if let Some(n) = counter(&summary.counters, total) {
+                        self.metrics
+                            .iptables_rules_total
+                            .get_or_create(&label)
+                            .set(n);
+                    }
+                    if let Some(n) = counter(&summary.counters, last) {
+                        self.metrics
+                            .iptables_rules_last
+                            .get_or_create(&label)
+                            .set(n);
+                    }
+                }
+            }
+        }
+        self.health.set_node_eligible(done.state.node.eligible());
+        if done.ok() {
+            let now = SystemTime::now();
+            for t in done.trigger_times {
+                if let Ok(d) = now.duration_since(*t) {
+                    for r in done.results {
+                        self.metrics
+                            .network_programming
+                            .get_or_create(&Metrics::family(r.family.as_kubernetes()))
+                            .observe(d.as_secs_f64());
+                    }
+                }
+            }
+            if let Some(oldest) = done.oldest_change {
+                let d = oldest.elapsed().as_secs_f64();
+                for r in done.results {
+                    self.metrics
+                        .event_to_kernel
+                        .get_or_create(&Metrics::family(r.family.as_kubernetes()))
+                        .observe(d);
+                }
+            }
+            self.metrics.endpoint_changes_pending.set(0);
+            self.metrics.service_changes_pending.set(0);
+        }
+        if let Some(usage) = self.conntrack.as_mut().and_then(Reconciler::usage) {
+            self.metrics.conntrack_entries.set(usage.count as i64);
+            self.metrics.conntrack_max.set(usage.max as i64);
         }
     }
 
     fn queued(&mut self) {
         let now = SystemTime::now();
-        for f in &self.families {
+        for f in IpFamily::ALL {
+            let name = f.as_kubernetes();
+            if !self.health.tracks(name) {
+                continue;
+            }
             self.metrics
                 .last_queued_timestamp
-                .get_or_create(&Metrics::family(f.as_kubernetes()))
+                .get_or_create(&Metrics::family(name))
                 .set(unix_seconds(now));
-            self.health.queued(f.as_kubernetes(), now);
+            self.health.queued(name, now);
         }
+    }
+
+    fn changes(&mut self, services: usize, endpoints: usize) {
+        let m = &self.metrics;
+        m.service_changes_total.inc_by(services as u64);
+        m.endpoint_changes_total.inc_by(endpoints as u64);
+        m.service_changes_pending.inc_by(services as i64);
+        m.endpoint_changes_pending.inc_by(endpoints as i64);
+    }
+
+    fn source_error(&mut self) {
+        self.metrics.api_source_errors.inc();
     }
 }

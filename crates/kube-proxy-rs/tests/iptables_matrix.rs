@@ -98,3 +98,16 @@ fn iptables_three_endpoints() {
 fn iptables_host_network_backend() {
     scenarios::host_network_backend(MODE);
 }
+
+/// Conntrack: a UDP flow pinned to a removed endpoint moves on after one sync
+/// (ClusterIP and NodePort).
+#[test]
+fn iptables_conntrack_udp_endpoint_removed() {
+    scenarios::conntrack_udp_endpoint_removed(MODE);
+}
+
+/// Conntrack: a UDP Service going from 0 to 1 endpoints answers the same flow at once.
+#[test]
+fn iptables_conntrack_udp_zero_to_one() {
+    scenarios::conntrack_udp_zero_to_one(MODE);
+}

@@ -104,3 +104,16 @@ fn nftables_host_network_backend() {
 fn nftables_mode_switch() {
     scenarios::mode_switch("iptables", MODE);
 }
+
+/// Conntrack: a UDP flow pinned to a removed endpoint moves on after one sync
+/// (ClusterIP and NodePort).
+#[test]
+fn nftables_conntrack_udp_endpoint_removed() {
+    scenarios::conntrack_udp_endpoint_removed(MODE);
+}
+
+/// Conntrack: a UDP Service going from 0 to 1 endpoints answers the same flow at once.
+#[test]
+fn nftables_conntrack_udp_zero_to_one() {
+    scenarios::conntrack_udp_zero_to_one(MODE);
+}

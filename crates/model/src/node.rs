@@ -13,6 +13,9 @@ use crate::problem::{ObjectKind, Problem};
 /// The well-known zone label read for topology-aware routing.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
+/// The cluster autoscaler's taint on nodes it is about to remove.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
 /// What the proxy knows about the node it runs on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -26,6 +29,11 @@ pub struct NodeInfo {
     pub pod_cidrs: Vec<IpNet>,
     /// True once the Node object has been seen and not deleted since.
     pub present: bool,
+    /// The Node object has a `deletionTimestamp` or the cluster autoscaler's
+    /// `ToBeDeletedByClusterAutoscaler` taint (upstream's `ProxyHealthServer.SyncNode`).
+    pub being_deleted: bool,
+    /// The Node object was seen and then deleted.
+    pub deleted: bool,
 }
 
 impl NodeInfo {
@@ -35,6 +43,12 @@ impl NodeInfo {
             name: name.into(),
             ..Self::default()
         }
+    }
+
+    /// Whether the node should get new traffic: upstream's `/healthz` answers 503 once
+    /// the node is being deleted (or was deleted).
+    pub fn eligible(&self) -> bool {
+        !self.being_deleted && !self.deleted
     }
 
     /// The node's zone label, if set.
@@ -63,6 +77,13 @@ impl NodeInfo {
         let obj = node.metadata.name.clone().unwrap_or_default();
         self.labels = node.metadata.labels.clone().unwrap_or_default();
         self.present = true;
+        self.deleted = false;
+        self.being_deleted = node.metadata.deletion_timestamp.is_some()
+            || node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.key == TO_BE_DELETED_TAINT));
         let mut internal = Vec::new();
         let mut external = Vec::new();
         let addresses = node

@@ -114,6 +114,11 @@ impl Store {
         }
     }
 
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.node.name
+    }
+
     /// This node as currently known.
     pub fn node(&self) -> &NodeInfo {
         &self.node
@@ -165,7 +170,10 @@ impl Store {
             Change::NodeDelete(name) => {
                 if name == self.node.name && self.node.present {
                     let zone_before = self.node.zone().map(str::to_owned);
-                    self.node = NodeInfo::named(std::mem::take(&mut self.node.name));
+                    self.node = NodeInfo {
+                        deleted: true,
+                        ..NodeInfo::named(std::mem::take(&mut self.node.name))
+                    };
                     if zone_before.is_some() {
                         self.mark_all_dirty();
                     }

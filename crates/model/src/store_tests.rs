@@ -124,3 +124,43 @@ fn zone_change_marks_all_dirty() {
     assert!(store.has_pending_changes());
     assert_eq!(store.snapshot().node.zone(), Some("z1"));
 }
+
+/// Upstream's `/healthz` node eligibility: a Node being deleted (deletionTimestamp
+/// or the autoscaler's taint) or deleted is not eligible; a returning one is.
+#[test]
+fn node_eligibility() {
+    let mut store = Store::new("n1");
+    assert!(store.snapshot().node.eligible(), "unknown node: eligible");
+    let node = |extra: serde_json::Value| {
+        let mut v = json!({"metadata": {"name": "n1"}, "spec": {}});
+        if let (Some(obj), Some(add)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, val) in add {
+                match (obj.get_mut(k), val) {
+                    (Some(serde_json::Value::Object(o)), serde_json::Value::Object(a)) => {
+                        o.extend(a.clone())
+                    }
+                    _ => {
+                        obj.insert(k.clone(), val.clone());
+                    }
+                }
+            }
+        }
+        Change::NodeUpsert(Box::new(serde_json::from_value(v).unwrap()))
+    };
+    store.apply(node(json!({})));
+    assert!(store.snapshot().node.eligible());
+    store.apply(node(
+        json!({"spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]}}),
+    ));
+    assert!(!store.snapshot().node.eligible(), "autoscaler taint");
+    store.apply(node(
+        json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+    ));
+    assert!(!store.snapshot().node.eligible(), "deletionTimestamp");
+    store.apply(node(json!({})));
+    assert!(store.snapshot().node.eligible(), "back to normal");
+    store.apply(Change::NodeDelete("n1".into()));
+    assert!(!store.snapshot().node.eligible(), "deleted");
+    store.apply(node(json!({})));
+    assert!(store.snapshot().node.eligible(), "re-created");
+}

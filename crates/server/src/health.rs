@@ -49,6 +49,13 @@ impl ProxyHealth {
         }
     }
 
+    /// True if `family` is one of the families this health state tracks.
+    pub fn tracks(&self, family: &str) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|i| i.last_updated.contains_key(family))
+    }
+
     /// A change is waiting to be synced for `family`.
     pub fn queued(&self, family: &str, now: SystemTime) {
         if let Ok(mut i) = self.inner.lock() {

@@ -96,6 +96,22 @@ pub struct Metrics {
     pub livez_total: Family<CodeLabel, Counter>,
     /// `kubeproxy_manifest_problems` (ours): problems found in the last manifest read.
     pub manifest_problems: Gauge,
+    /// `kubeproxy_sync_proxy_rules_nftables_sync_failures_total`.
+    pub nftables_sync_failures: Family<FamilyLabel, Counter>,
+    /// `kubeproxy_conntrack_reconciler_sync_duration_seconds`.
+    pub conntrack_reconcile_duration: Hist,
+    /// `kubeproxy_conntrack_reconciler_deleted_entries_total`.
+    pub conntrack_deleted: Family<FamilyLabel, Counter>,
+    /// `kubeproxy_conntrack_table_entries` (ours): `nf_conntrack_count`.
+    pub conntrack_entries: Gauge,
+    /// `kubeproxy_conntrack_table_max` (ours): `nf_conntrack_max`.
+    pub conntrack_max: Gauge,
+    /// `kubeproxy_event_to_kernel_duration_seconds` (ours): from a change reaching
+    /// the proxy (watch event or manifest file change) to its rules being in the kernel.
+    pub event_to_kernel: Hist,
+    /// `kubeproxy_api_source_errors_total` (ours): API list/watch problems (the
+    /// source retries by itself).
+    pub api_source_errors: Counter,
 }
 
 impl Metrics {
@@ -120,6 +136,13 @@ impl Metrics {
             healthz_total: Family::default(),
             livez_total: Family::default(),
             manifest_problems: Gauge::default(),
+            nftables_sync_failures: Family::default(),
+            conntrack_reconcile_duration: Family::new_with_constructor(sync_histogram),
+            conntrack_deleted: Family::default(),
+            conntrack_entries: Gauge::default(),
+            conntrack_max: Gauge::default(),
+            event_to_kernel: Family::new_with_constructor(sync_histogram),
+            api_source_errors: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("kubeproxy");
         r.register(
@@ -211,6 +234,41 @@ impl Metrics {
             "manifest_problems",
             "Problems found in the last read of the manifest directory (kube-proxy-rs)",
             m.manifest_problems.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_nftables_sync_failures",
+            "Cumulative proxy nftables sync failures",
+            m.nftables_sync_failures.clone(),
+        );
+        r.register(
+            "conntrack_reconciler_sync_duration_seconds",
+            "ReconcileConntrackFlowsLatency latency in seconds",
+            m.conntrack_reconcile_duration.clone(),
+        );
+        r.register(
+            "conntrack_reconciler_deleted_entries",
+            "Cumulative conntrack flows deleted by conntrack reconciler",
+            m.conntrack_deleted.clone(),
+        );
+        r.register(
+            "conntrack_table_entries",
+            "Entries in the conntrack table of this node (kube-proxy-rs)",
+            m.conntrack_entries.clone(),
+        );
+        r.register(
+            "conntrack_table_max",
+            "The conntrack table's limit, nf_conntrack_max (kube-proxy-rs)",
+            m.conntrack_max.clone(),
+        );
+        r.register(
+            "event_to_kernel_duration_seconds",
+            "From a change reaching kube-proxy-rs to its rules being in the kernel (kube-proxy-rs)",
+            m.event_to_kernel.clone(),
+        );
+        r.register(
+            "api_source_errors",
+            "API server list/watch problems; the source retries by itself (kube-proxy-rs)",
+            m.api_source_errors.clone(),
         );
         m
     }

@@ -73,6 +73,8 @@ impl DataPlane for IptablesDataPlane {
                             ("service_ports", r.stats.service_ports as u64),
                             ("endpoints", r.stats.endpoints as u64),
                             ("nat_rules", r.stats.nat_rules_total as u64),
+                            ("nat_rules_written", r.stats.nat_rules_written as u64),
+                            ("filter_rules", r.stats.filter_rules as u64),
                         ],
                     })
                     .map_err(|e| e.to_string());

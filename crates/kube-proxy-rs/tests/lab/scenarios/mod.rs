@@ -8,10 +8,12 @@ use kpr_netns_lab::client::RequestError;
 
 use super::Lab;
 
+mod conntrack;
 mod policies;
 mod resilience;
 mod services;
 
+pub use conntrack::*;
 pub use policies::*;
 pub use resilience::*;
 pub use services::*;

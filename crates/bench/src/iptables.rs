@@ -1,0 +1,115 @@
+//! iptables mode at scale: render, iptables-restore of the same text as the
+//! baseline, full sync, and one endpoint change as a partial sync.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kpr_bench::generate::{NODE, Shape};
+use kpr_iptables::apply::{Backend, Iptables};
+use kpr_iptables::exec::Runner;
+use kpr_iptables::proxier::FamilyProxier;
+use kpr_iptables::{LocalDetector, RenderConfig, SyncMode, render};
+use kpr_model::{IpFamily, Objects, ProxyState, Store};
+use kpr_netns_lab::Netns;
+
+use crate::{Args, InNetns, endpoint_change, median, ms, new_service, row};
+
+/// Runs the iptables measurements.
+pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> anyhow::Result<()> {
+    let config = RenderConfig {
+        local_detector: LocalDetector::Cidr("10.128.0.0/9".parse()?),
+        // The benchmark namespace has no nfacct counters.
+        nfacct: kpr_iptables::NfacctCounters {
+            localhost_nodeports: false,
+            ct_invalid_dropped: false,
+        },
+        ..RenderConfig::new(IpFamily::V4)
+    };
+
+    let mut t = Vec::new();
+    let mut text = String::new();
+    for _ in 0..args.repeat {
+        let start = Instant::now();
+        let r = render(state.family(IpFamily::V4), &config, SyncMode::Full, None);
+        t.push(start.elapsed());
+        text = r.text;
+    }
+    row("render full ruleset", ms(median(t)));
+    if let Some(path) = &args.dump {
+        std::fs::write(path, &text)?;
+    }
+    row(
+        "ruleset size",
+        format!("{} KiB, {} lines", text.len() / 1024, text.lines().count()),
+    );
+    if args.no_apply {
+        return Ok(());
+    }
+
+    let backend = match args.backend.as_str() {
+        "nft" => Backend::Nft,
+        "legacy" => Backend::Legacy,
+        _ => Backend::Default,
+    };
+    let restore = match backend {
+        Backend::Nft => "iptables-nft-restore",
+        Backend::Legacy => "iptables-legacy-restore",
+        Backend::Default => "iptables-restore",
+    };
+    println!("iptables backend: {restore}");
+    let ns = Netns::new("bench")?;
+    let runner: Arc<dyn Runner> = Arc::new(InNetns(ns.name().to_string()));
+    // Baseline: the same text straight into iptables-restore.
+    let mut base = Vec::new();
+    for _ in 0..args.repeat {
+        let start = Instant::now();
+        let out = runner.run(
+            restore,
+            &["-w", "5", "--noflush", "--counters"],
+            Some(text.as_bytes()),
+        )?;
+        anyhow::ensure!(out.success(), "baseline restore failed: {}", out.stderr);
+        base.push(start.elapsed());
+    }
+    let ipt = Iptables::new(IpFamily::V4, backend, runner.clone());
+    let mut proxier = FamilyProxier::new(ipt, config.clone());
+    let mut full = Vec::new();
+    for _ in 0..args.repeat {
+        let start = Instant::now();
+        proxier.sync(state.family(IpFamily::V4), true)?;
+        full.push(start.elapsed());
+    }
+    // One endpoint change and one new Service, end to end: store update, snapshot,
+    // partial render, restore.
+    let mut store = Store::new(NODE);
+    store.replace_all(objs);
+    let mut partial = Vec::new();
+    let mut added = Vec::new();
+    for k in 0..args.repeat {
+        let start = Instant::now();
+        store.apply(endpoint_change(shape, k));
+        let snap = store.snapshot();
+        let report = proxier.sync(snap.family(IpFamily::V4), false)?;
+        partial.push(start.elapsed());
+        anyhow::ensure!(
+            !report.full && report.services_changed == 1,
+            "expected a partial sync of one Service"
+        );
+        let start = Instant::now();
+        for c in new_service(shape, k) {
+            store.apply(c);
+        }
+        let snap = store.snapshot();
+        let report = proxier.sync(snap.family(IpFamily::V4), false)?;
+        added.push(start.elapsed());
+        anyhow::ensure!(
+            !report.full && report.services_changed == 1,
+            "expected a partial sync of one Service"
+        );
+    }
+    row("baseline: iptables-restore same text", ms(median(base)));
+    row("full sync (ensure jumps + restore)", ms(median(full)));
+    row("one endpoint change (partial sync)", ms(median(partial)));
+    row("one new Service (partial sync)", ms(median(added)));
+    Ok(())
+}

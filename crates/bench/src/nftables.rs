@@ -1,0 +1,136 @@
+//! nftables mode at scale: render, `nft -f` of the same creation script into a fresh
+//! namespace as the baseline, the proxier's first and forced full syncs, and one
+//! endpoint change and one new Service as partial syncs.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kpr_bench::generate::{NODE, Shape};
+use kpr_iptables::exec::Runner;
+use kpr_model::{IpFamily, LocalDetector, NodePortAddresses, Objects, ProxyState, Store};
+use kpr_netns_lab::Netns;
+use kpr_nftables::nft::Nft;
+use kpr_nftables::objects::Family;
+use kpr_nftables::{FamilyProxier, RenderConfig, render_ruleset};
+
+use crate::{Args, InNetns, endpoint_change, median, ms, new_service, row};
+
+/// Runs the nftables measurements.
+pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> anyhow::Result<()> {
+    let config = RenderConfig {
+        local_detector: LocalDetector::Cidr("10.128.0.0/9".parse()?),
+        // Upstream's nftables default: NodePorts on the node's primary IP only.
+        node_port_addresses: NodePortAddresses::Ips(vec!["192.168.0.2".parse()?]),
+        service_cidrs: vec!["10.96.0.0/12".parse()?],
+        node_ip: Some("192.168.0.2".parse()?),
+        ..RenderConfig::new(IpFamily::V4)
+    };
+    let family_state = state.family(IpFamily::V4);
+
+    let mut t = Vec::new();
+    let mut script = String::new();
+    let mut objects = (0, 0, 0);
+    for _ in 0..args.repeat {
+        let start = Instant::now();
+        let ruleset = render_ruleset(family_state, &config);
+        script = ruleset.creation_script();
+        t.push(start.elapsed());
+        objects = (
+            ruleset.chains.len(),
+            ruleset
+                .chains
+                .values()
+                .map(|c| c.rules.len())
+                .sum::<usize>(),
+            ruleset.elements.len(),
+        );
+    }
+    row("render full ruleset (nft -f script)", ms(median(t)));
+    if let Some(path) = &args.dump {
+        std::fs::write(path, &script)?;
+    }
+    row(
+        "ruleset size",
+        format!(
+            "{} KiB, {} chains, {} rules, {} map elements",
+            script.len() / 1024,
+            objects.0,
+            objects.1,
+            objects.2
+        ),
+    );
+    if args.no_apply {
+        return Ok(());
+    }
+
+    // Baseline: the same script into an empty namespace, nothing else.
+    let mut base = Vec::new();
+    for _ in 0..args.repeat {
+        let ns = Netns::new("bench")?;
+        let runner = InNetns(ns.name().to_string());
+        let start = Instant::now();
+        let out = runner.run("nft", &["-f", "-"], Some(script.as_bytes()))?;
+        base.push(start.elapsed());
+        anyhow::ensure!(out.success(), "baseline nft -f failed: {}", out.stderr);
+    }
+    row("baseline: nft -f same script, empty ns", ms(median(base)));
+
+    let ns = Netns::new("bench")?;
+    let runner: Arc<dyn Runner> = Arc::new(InNetns(ns.name().to_string()));
+    let mut proxier = FamilyProxier::new(Nft::new(Family(IpFamily::V4), runner), config);
+    let start = Instant::now();
+    proxier.sync(family_state, true)?;
+    row("first full sync (empty kernel)", ms(start.elapsed()));
+
+    let mut full = Vec::new();
+    for _ in 0..args.repeat {
+        let start = Instant::now();
+        let report = proxier.sync(family_state, true)?;
+        full.push(start.elapsed());
+        anyhow::ensure!(report.full, "expected a full sync");
+    }
+    row(
+        "forced full sync (read table, diff, write)",
+        ms(median(full)),
+    );
+
+    let mut store = Store::new(NODE);
+    store.replace_all(objs);
+    let mut partial = Vec::new();
+    let mut added = Vec::new();
+    let mut sizes = Vec::new();
+    for k in 0..args.repeat {
+        let start = Instant::now();
+        store.apply(endpoint_change(shape, k));
+        let snap = store.snapshot();
+        let report = proxier.sync(snap.family(IpFamily::V4), false)?;
+        partial.push(start.elapsed());
+        anyhow::ensure!(
+            !report.full && report.services_changed == 1,
+            "expected a partial sync of one Service, got {report:?}"
+        );
+        sizes.push((report.operations, report.bytes));
+        let start = Instant::now();
+        for c in new_service(shape, k) {
+            store.apply(c);
+        }
+        let snap = store.snapshot();
+        let report = proxier.sync(snap.family(IpFamily::V4), false)?;
+        added.push(start.elapsed());
+        anyhow::ensure!(
+            !report.full && report.services_changed == 1,
+            "expected a partial sync of one Service, got {report:?}"
+        );
+    }
+    row("one endpoint change (partial sync)", ms(median(partial)));
+    if let Some((ops, bytes)) = sizes.first() {
+        row(
+            "  its transaction",
+            format!("{ops} operations, {bytes} bytes"),
+        );
+    }
+    row("one new Service (partial sync)", ms(median(added)));
+    drop(proxier);
+    drop(ns);
+    Ok(())
+}

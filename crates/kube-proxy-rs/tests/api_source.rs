@@ -1,0 +1,268 @@
+//! The binary against an API server: kube-proxy-rs in a network namespace watches a
+//! fake API server (the real list/watch wire protocol, see kpr-kube-source's tests)
+//! and programs nftables from it; follows changes; keeps its rules while the API
+//! server is down and catches up when it returns; reports programming latency; and
+//! turns `/healthz` unhealthy when its Node is deleted. Needs root.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../kube-source/tests/fake_api/mod.rs"]
+#[allow(dead_code)]
+mod fake_api;
+#[path = "../../kube-source/tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_api::{FakeApi, Resource};
+use kpr_netns_lab::Netns;
+use support::{NODE, node, service, slice};
+
+/// Kills the proxy when the test ends, however it ends.
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nft(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "kube-proxy",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls (every 10 ms, at most `limit`) until `f` holds; returns how long it took.
+async fn until(
+    what: &str,
+    limit: Duration,
+    log: &std::path::Path,
+    mut f: impl FnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{what}: not within {limit:?}; proxy log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// One HTTP GET on this namespace's loopback: (status, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn with_trigger_time(
+    mut s: k8s_openapi::api::discovery::v1::EndpointSlice,
+) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    s.metadata.annotations = Some(
+        [(
+            "endpoints.kubernetes.io/last-change-trigger-time".to_string(),
+            now,
+        )]
+        .into(),
+    );
+    s
+}
+
+async fn scenario(ns: String, dir: std::path::PathBuf) {
+    let log = dir.join("proxy.log");
+    let mut fake = FakeApi::start().await;
+    fake.put(Resource::Nodes, &node(NODE, "10.0.0.1", "zone-a"));
+    fake.put(
+        Resource::Services,
+        &service("default", "web", "10.96.0.10", 80),
+    );
+    fake.put(
+        Resource::EndpointSlices,
+        &slice("default", "web-1", "web", &["10.244.1.5"]),
+    );
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_kube-proxy-rs")])
+        .args([
+            &format!("--master={}", fake.url()),
+            "--proxy-mode=nftables",
+            &format!("--hostname-override={NODE}"),
+            "--metrics-bind-address=127.0.0.1:10249",
+            "--healthz-bind-address=127.0.0.1:10256",
+            "--iptables-min-sync-period=0s",
+            "--v=2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _proxy = Proxy(child);
+    let limit = Duration::from_secs(20);
+
+    let first = until("first sync from the API", limit, &log, || {
+        let t = nft(&ns);
+        t.contains("10.96.0.10 . tcp . 80") && t.contains("10.244.1.5")
+    })
+    .await;
+    eprintln!("first full sync from the API server after start: {first:?}");
+
+    // An endpoint change (with the EndpointSlice controller's trigger time).
+    let started = Instant::now();
+    fake.put(
+        Resource::EndpointSlices,
+        &with_trigger_time(slice(
+            "default",
+            "web-1",
+            "web",
+            &["10.244.1.5", "10.244.1.6"],
+        )),
+    );
+    until("endpoint added", limit, &log, || {
+        nft(&ns).contains("10.244.1.6")
+    })
+    .await;
+    eprintln!(
+        "watch event to rules in the kernel (polled): {:?}",
+        started.elapsed()
+    );
+
+    // A second Service, then the first one deleted.
+    fake.put(
+        Resource::Services,
+        &service("default", "db", "10.96.0.20", 5432),
+    );
+    fake.put(
+        Resource::EndpointSlices,
+        &slice("default", "db-1", "db", &["10.244.1.7"]),
+    );
+    fake.delete(Resource::Services, "default", "web");
+    until("web deleted, db added", limit, &log, || {
+        let t = nft(&ns);
+        !t.contains("10.96.0.10 . tcp . 80") && t.contains("10.96.0.20 . tcp . 5432")
+    })
+    .await;
+
+    // The API server goes away: the rules stay; it comes back: changes flow again.
+    fake.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = nft(&ns);
+    assert!(
+        t.contains("10.96.0.20 . tcp . 5432"),
+        "rules stay while the API server is down:\n{t}"
+    );
+    let (code, _) = get(10256, "/healthz");
+    assert_eq!(
+        code, 200,
+        "an unreachable API server queues nothing: still healthy"
+    );
+    fake.restart().await;
+    fake.put(
+        Resource::Services,
+        &service("default", "cache", "10.96.0.30", 6379),
+    );
+    until(
+        "change after the API server returned",
+        Duration::from_secs(60),
+        &log,
+        || nft(&ns).contains("10.96.0.30 . tcp . 6379"),
+    )
+    .await;
+    assert!(
+        nft(&ns).contains("10.96.0.20 . tcp . 5432"),
+        "no rewrite storm lost db"
+    );
+
+    let (code, text) = get(10249, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metric(&text, "kubeproxy_sync_proxy_rules_service_changes_total") >= 3.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "kubeproxy_sync_proxy_rules_endpoint_changes_total") >= 2.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "kubeproxy_network_programming_duration_seconds_count"
+        ) >= 1.0,
+        "the trigger time of the slice update is measured:\n{text}"
+    );
+    assert!(
+        metric(&text, "kubeproxy_event_to_kernel_duration_seconds_count") >= 3.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "kubeproxy_api_source_errors_total") >= 1.0,
+        "the outage is counted:\n{text}"
+    );
+
+    // The Node is deleted: /healthz turns 503 (load balancers stop sending traffic),
+    // /livez stays 200 (the proxy itself is fine).
+    fake.delete(Resource::Nodes, "", NODE);
+    until("healthz 503 after the Node is deleted", limit, &log, || {
+        get(10256, "/healthz").0 == 503
+    })
+    .await;
+    assert_eq!(get(10256, "/livez").0, 200);
+}
+
+#[test]
+fn api_source_end_to_end() {
+    let ns = Netns::new("api").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let name = ns.name().to_string();
+    let path = dir.path().to_path_buf();
+    let handle = ns
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(scenario(name, path));
+        })
+        .unwrap();
+    if let Err(panic) = handle.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
