@@ -398,7 +398,8 @@ pub async fn run_proxy(
         health,
         dataplane.mode(),
         Some(crate::conntrack::Reconciler::open()),
-    );
+    )
+    .with_service_health(families.contains(&IpFamily::V6));
     let timing = Timing {
         min_interval: config.min_sync_period(),
         burst: 2,

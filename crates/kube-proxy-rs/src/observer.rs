@@ -1,12 +1,14 @@
 //! Feeds sync results into the metrics, the health state and the conntrack
 //! reconciler.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use kpr_model::{IpFamily, ProxyState, Route};
-use kpr_server::ProxyHealth;
 use kpr_server::metrics::{Metrics, PolicyLabel, TableLabel};
+use kpr_server::{HealthCheck, ProxyHealth, ServiceHealthServers};
 
 use crate::conntrack::Reconciler;
 use crate::run::{Observer, SyncDone};
@@ -18,6 +20,9 @@ pub struct ServerObserver {
     health: Arc<ProxyHealth>,
     mode: &'static str,
     conntrack: Option<Reconciler>,
+    service_health: Option<ServiceHealthServers>,
+    /// Listen on `[::]` (both families) rather than `0.0.0.0`.
+    dual_stack: bool,
 }
 
 impl ServerObserver {
@@ -34,6 +39,54 @@ impl ServerObserver {
             health,
             mode,
             conntrack,
+            service_health: None,
+            dual_stack: false,
+        }
+    }
+
+    /// Also serves the health-check node ports of LoadBalancer Services with
+    /// `externalTrafficPolicy: Local`, on every address (`[::]` when `dual_stack`).
+    pub fn with_service_health(mut self, dual_stack: bool) -> Self {
+        self.service_health = Some(ServiceHealthServers::new(self.health.clone()));
+        self.dual_stack = dual_stack;
+        self
+    }
+
+    fn sync_service_health(&mut self, state: &ProxyState) {
+        let Some(servers) = self.service_health.as_mut() else {
+            return;
+        };
+        let ip = if self.dual_stack {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        let mut wanted: HashMap<SocketAddr, HealthCheck> = HashMap::new();
+        for family in IpFamily::ALL {
+            for svc in state.family(family).services.values() {
+                for port in &svc.ports {
+                    let Some(hc) = port.info.health_check_node_port else {
+                        continue;
+                    };
+                    let entry =
+                        wanted
+                            .entry(SocketAddr::new(ip, hc))
+                            .or_insert_with(|| HealthCheck {
+                                namespace: svc.name.namespace.clone(),
+                                name: svc.name.name.clone(),
+                                local_endpoints: 0,
+                            });
+                    // Upstream's LocalReadyEndpoints: summed over the Service's ports.
+                    entry.local_endpoints += port
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.is_local && e.ready)
+                        .count();
+                }
+            }
+        }
+        for e in servers.sync(wanted) {
+            tracing::error!(error = %e, "cannot open a health check node port");
         }
     }
 }
@@ -152,6 +205,9 @@ impl Observer for ServerObserver {
             }
         }
         self.health.set_node_eligible(done.state.node.eligible());
+        if done.ok() {
+            self.sync_service_health(done.state);
+        }
         if done.ok() {
             let now = SystemTime::now();
             for t in done.trigger_times {

@@ -5,7 +5,9 @@
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod service_health;
 
 pub use health::ProxyHealth;
 pub use http::{ServerState, health_router, metrics_router, serve};
 pub use metrics::Metrics;
+pub use service_health::{HealthCheck, ServiceHealthServers};
