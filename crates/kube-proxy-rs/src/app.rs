@@ -329,9 +329,10 @@ async fn start_feed(input: &Input, node: &str) -> anyhow::Result<(Feed, SourceGu
             ))
         }
         Input::Api(settings) => {
+            // The error's text already holds its causes; no chain (one line).
             let api = kpr_kube_source::connect(settings)
                 .await
-                .context("cannot set up the API client")?;
+                .map_err(|e| anyhow::anyhow!("cannot set up the API client: {e}"))?;
             for note in &api.notes {
                 warn!("{note}");
             }
@@ -357,6 +358,8 @@ pub async fn run_proxy(
     }
     let node = node_name(&config, host.as_ref());
     info!(node = %node, mode = mode.as_str(), source = %input.describe(), "starting kube-proxy-rs");
+    // The source first: a bad kubeconfig fails before anything on the node changes.
+    let (feed, _guard) = start_feed(&input, &node).await?;
     let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
     cleanup_other_modes(mode, &runner);
     crate::conntrack::apply_settings(&config.conntrack());
@@ -392,7 +395,6 @@ pub async fn run_proxy(
         info!(address = %bound, "serving /metrics, /proxyMode and /configz");
     }
 
-    let (feed, _guard) = start_feed(&input, &node).await?;
     let mut observer = ServerObserver::new(
         metrics,
         health,

@@ -301,3 +301,30 @@ fn cleanup_is_idempotent() {
         assert!(!saved.contains("KUBE-"), "{tool}: {saved}");
     }
 }
+
+/// Without `--manifests` the proxy needs an API server; a missing kubeconfig is one
+/// line naming it, exit 1, before anything on the node is touched.
+#[test]
+fn api_source_without_credentials_fails_in_one_line() {
+    let ns = Netns::new("noapi").unwrap();
+    let out = ns
+        .command(env!("CARGO_BIN_EXE_kube-proxy-rs"))
+        .args([
+            "--kubeconfig=/nonexistent/kubeconfig",
+            "--hostname-override=n1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("cannot set up the API client")
+            && last.contains("/nonexistent/kubeconfig"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("serving /healthz"),
+        "fails before starting anything: {stderr}"
+    );
+}
