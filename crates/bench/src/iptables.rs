@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use kpr_bench::generate::{NODE, Shape};
+use kpr_bench::generate::Shape;
 use kpr_iptables::apply::{Backend, Iptables};
 use kpr_iptables::exec::Runner;
 use kpr_iptables::proxier::FamilyProxier;
 use kpr_iptables::{LocalDetector, RenderConfig, SyncMode, render};
-use kpr_model::{IpFamily, Objects, ProxyState, Store};
+use kpr_model::{IpFamily, Objects, ProxyState};
 use kpr_netns_lab::Netns;
 
-use crate::{Args, InNetns, endpoint_change, median, ms, new_service, row};
+use crate::{Args, InNetns, Partial, median, ms, partial_syncs, row};
 
 /// Runs the iptables measurements.
 pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> anyhow::Result<()> {
@@ -79,37 +79,17 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
         proxier.sync(state.family(IpFamily::V4), true)?;
         full.push(start.elapsed());
     }
-    // One endpoint change and one new Service, end to end: store update, snapshot,
-    // partial render, restore.
-    let mut store = Store::new(NODE);
-    store.replace_all(objs);
-    let mut partial = Vec::new();
-    let mut added = Vec::new();
-    for k in 0..args.repeat {
-        let start = Instant::now();
-        store.apply(endpoint_change(shape, k));
-        let snap = store.snapshot();
-        let report = proxier.sync(snap.family(IpFamily::V4), false)?;
-        partial.push(start.elapsed());
-        anyhow::ensure!(
-            !report.full && report.services_changed == 1,
-            "expected a partial sync of one Service"
-        );
-        let start = Instant::now();
-        for c in new_service(shape, k) {
-            store.apply(c);
-        }
-        let snap = store.snapshot();
-        let report = proxier.sync(snap.family(IpFamily::V4), false)?;
-        added.push(start.elapsed());
-        anyhow::ensure!(
-            !report.full && report.services_changed == 1,
-            "expected a partial sync of one Service"
-        );
-    }
     row("baseline: iptables-restore same text", ms(median(base)));
     row("full sync (ensure jumps + restore)", ms(median(full)));
-    row("one endpoint change (partial sync)", ms(median(partial)));
-    row("one new Service (partial sync)", ms(median(added)));
+    // One endpoint change and one new Service, end to end: store update, snapshot,
+    // partial render, restore.
+    partial_syncs(args, shape, objs, |state| {
+        let report = proxier.sync(state, false)?;
+        Ok(Partial {
+            full: report.full,
+            services_changed: report.services_changed,
+            detail: None,
+        })
+    })?;
     Ok(())
 }

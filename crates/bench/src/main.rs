@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use kpr_bench::generate::{NODE, Shape, objects, service, slices};
 use kpr_iptables::exec::{Output, ProcessRunner, Runner};
-use kpr_model::{Change, Store};
+use kpr_model::{Change, FamilyState, IpFamily, Objects, Store};
 
 /// Data plane to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -94,6 +94,56 @@ fn new_service(shape: &Shape, k: usize) -> Vec<Change> {
             .map(|s| Change::SliceUpsert(Box::new(s))),
     );
     out
+}
+
+/// What one partial sync reported, in mode-neutral terms.
+struct Partial {
+    full: bool,
+    services_changed: usize,
+    /// Human-readable size of what was sent (for the report), if the mode has one.
+    detail: Option<String>,
+}
+
+/// Times `repeat` rounds of one endpoint change and one new Service, each end to end
+/// (store update, snapshot, `sync`), checking that each was a partial sync of one
+/// Service. Prints the medians and the first endpoint change's detail.
+fn partial_syncs(
+    args: &Args,
+    shape: &Shape,
+    objs: &Objects,
+    mut sync: impl FnMut(&FamilyState) -> anyhow::Result<Partial>,
+) -> anyhow::Result<()> {
+    let mut store = Store::new(NODE);
+    store.replace_all(objs);
+    let mut timed = |changes: Vec<Change>| -> anyhow::Result<(Duration, Partial)> {
+        let start = Instant::now();
+        for c in changes {
+            store.apply(c);
+        }
+        let snap = store.snapshot();
+        let report = sync(snap.family(IpFamily::V4))?;
+        let elapsed = start.elapsed();
+        anyhow::ensure!(
+            !report.full && report.services_changed == 1,
+            "expected a partial sync of one Service, got full={} services_changed={}",
+            report.full,
+            report.services_changed
+        );
+        Ok((elapsed, report))
+    };
+    let (mut changed, mut added, mut detail) = (Vec::new(), Vec::new(), None);
+    for k in 0..args.repeat {
+        let (t, report) = timed(vec![endpoint_change(shape, k)])?;
+        changed.push(t);
+        detail = detail.or(report.detail);
+        added.push(timed(new_service(shape, k))?.0);
+    }
+    row("one endpoint change (partial sync)", ms(median(changed)));
+    if let Some(d) = detail {
+        row("  its transaction", d);
+    }
+    row("one new Service (partial sync)", ms(median(added)));
+    Ok(())
 }
 
 /// Peak resident set size of this process so far (VmHWM), for the report.

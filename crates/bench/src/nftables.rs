@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use kpr_bench::generate::{NODE, Shape};
+use kpr_bench::generate::Shape;
 use kpr_iptables::exec::Runner;
-use kpr_model::{IpFamily, LocalDetector, NodePortAddresses, Objects, ProxyState, Store};
+use kpr_model::{IpFamily, LocalDetector, NodePortAddresses, Objects, ProxyState};
 use kpr_netns_lab::Netns;
 use kpr_nftables::nft::Nft;
 use kpr_nftables::objects::Family;
 use kpr_nftables::{FamilyProxier, RenderConfig, render_ruleset};
 
-use crate::{Args, InNetns, endpoint_change, median, ms, new_service, row};
+use crate::{Args, InNetns, Partial, median, ms, partial_syncs, row};
 
 /// Runs the nftables measurements.
 pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> anyhow::Result<()> {
@@ -94,42 +94,17 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
         ms(median(full)),
     );
 
-    let mut store = Store::new(NODE);
-    store.replace_all(objs);
-    let mut partial = Vec::new();
-    let mut added = Vec::new();
-    let mut sizes = Vec::new();
-    for k in 0..args.repeat {
-        let start = Instant::now();
-        store.apply(endpoint_change(shape, k));
-        let snap = store.snapshot();
-        let report = proxier.sync(snap.family(IpFamily::V4), false)?;
-        partial.push(start.elapsed());
-        anyhow::ensure!(
-            !report.full && report.services_changed == 1,
-            "expected a partial sync of one Service, got {report:?}"
-        );
-        sizes.push((report.operations, report.bytes));
-        let start = Instant::now();
-        for c in new_service(shape, k) {
-            store.apply(c);
-        }
-        let snap = store.snapshot();
-        let report = proxier.sync(snap.family(IpFamily::V4), false)?;
-        added.push(start.elapsed());
-        anyhow::ensure!(
-            !report.full && report.services_changed == 1,
-            "expected a partial sync of one Service, got {report:?}"
-        );
-    }
-    row("one endpoint change (partial sync)", ms(median(partial)));
-    if let Some((ops, bytes)) = sizes.first() {
-        row(
-            "  its transaction",
-            format!("{ops} operations, {bytes} bytes"),
-        );
-    }
-    row("one new Service (partial sync)", ms(median(added)));
+    partial_syncs(args, shape, objs, |state| {
+        let report = proxier.sync(state, false)?;
+        Ok(Partial {
+            full: report.full,
+            services_changed: report.services_changed,
+            detail: Some(format!(
+                "{} operations, {} bytes",
+                report.operations, report.bytes
+            )),
+        })
+    })?;
     drop(proxier);
     drop(ns);
     Ok(())

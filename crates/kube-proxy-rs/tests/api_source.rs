@@ -13,12 +13,12 @@ mod fake_api;
 #[allow(dead_code)]
 mod support;
 
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fake_api::{FakeApi, Resource};
 use kpr_netns_lab::Netns;
+use kpr_netns_lab::client::http_get_here;
 use support::{NODE, node, service, slice};
 
 /// Kills the proxy when the test ends, however it ends.
@@ -70,21 +70,8 @@ async fn until(
 
 /// One HTTP GET on this namespace's loopback: (status, body).
 fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    http_get_here(addr, path, Duration::from_secs(5)).unwrap()
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -136,3 +136,36 @@ pub fn udp(
     });
     result.map_err(|e| RequestError::Other(e.to_string()))?
 }
+
+/// One HTTP/1.0 `GET path` to `addr` from the calling thread's namespace, with
+/// `timeout` for connecting and for reading: the status and the body.
+pub fn http_get_here(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), RequestError> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(classify)?;
+    s.set_read_timeout(Some(timeout)).map_err(classify)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(classify)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(classify)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| RequestError::Other(format!("no HTTP status in {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}
+
+/// [`http_get_here`] from inside `ns`.
+pub fn http_get(
+    ns: &Netns,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), RequestError> {
+    let path = path.to_string();
+    ns.enter(move || http_get_here(addr, &path, timeout))
+        .map_err(|e| RequestError::Other(e.to_string()))?
+}

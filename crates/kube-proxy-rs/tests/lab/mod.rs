@@ -5,8 +5,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -173,21 +172,10 @@ impl Lab {
     }
 
     fn metrics_text(ns: &Netns) -> Option<String> {
-        ns.enter(|| -> Option<String> {
-            let mut s = TcpStream::connect_timeout(
-                &"127.0.0.1:10249".parse().ok()?,
-                Duration::from_millis(300),
-            )
-            .ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-                .ok()?;
-            let mut body = String::new();
-            s.read_to_string(&mut body).ok()?;
-            Some(body)
-        })
-        .ok()
-        .flatten()
+        let addr = "127.0.0.1:10249".parse().ok()?;
+        client::http_get(ns, addr, "/metrics", Duration::from_secs(2))
+            .ok()
+            .map(|(_, body)| body)
     }
 
     /// Latest successful sync time reported by node `i`'s proxy.

@@ -68,7 +68,10 @@ pub fn external_traffic_policy(mode: &str) {
     // The health check node port: 200 where there are local endpoints, 503 where
     // they are gone, closed once the Service is deleted.
     let node_ip = |n: u8| lab.cluster.node(n).host.ip(false);
-    let hc = |n: u8| http_get(&lab.cluster.client.ns, node_ip(n), 32090);
+    let hc = |n: u8| {
+        let addr = std::net::SocketAddr::new(node_ip(n), 32090);
+        client::http_get(&lab.cluster.client.ns, addr, "/", Duration::from_secs(2))
+    };
     for n in [1u8, 2] {
         let (code, body) = hc(n).unwrap();
         assert_eq!(code, 200, "node{n} has a local endpoint: {body}");
@@ -88,39 +91,6 @@ pub fn external_traffic_policy(mode: &str) {
         hc(1).is_err(),
         "the port is closed after the Service is deleted"
     );
-}
-
-/// One HTTP/1.0 GET from `ns`: (status, body).
-fn http_get(
-    ns: &kpr_netns_lab::Netns,
-    ip: std::net::IpAddr,
-    port: u16,
-) -> Result<(u16, String), String> {
-    ns.enter(move || -> Result<(u16, String), String> {
-        use std::io::{Read, Write};
-        let addr = std::net::SocketAddr::new(ip, port);
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut t = String::new();
-        s.read_to_string(&mut t).map_err(|e| e.to_string())?;
-        let code = t
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no status in {t:?}"))?;
-        Ok((
-            code,
-            t.split_once("\r\n\r\n")
-                .map(|x| x.1)
-                .unwrap_or("")
-                .to_string(),
-        ))
-    })
-    .map_err(|e| e.to_string())?
 }
 
 /// internalTrafficPolicy Local: pods reach only their node's endpoints; a node
