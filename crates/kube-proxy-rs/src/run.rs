@@ -190,11 +190,9 @@ pub async fn run(parts: SyncLoop<'_>, shutdown: impl std::future::Future<Output 
                 if let Feed::Manifests { source, .. } = &mut feed
                     && reload_needed
                 {
-                    let started = Instant::now();
                     match source.reload(&mut store) {
                         Ok(r) => {
                             reload_needed = false;
-                            pending.oldest.get_or_insert(started);
                             info!(files = r.files, problems = r.problems, "manifests read");
                         }
                         Err(e) => {
@@ -236,6 +234,8 @@ pub async fn run(parts: SyncLoop<'_>, shutdown: impl std::future::Future<Output 
                     }
                     input = next_input(&mut feed, open) => match input {
                         Input::Wake => {
+                            // The change reached us now, not when the directory is read.
+                            pending.oldest.get_or_insert(Instant::now());
                             reload_needed = true;
                             scheduler.request();
                             observer.queued();
