@@ -210,44 +210,65 @@ fn delete_respects_the_entry_id() {
         .entries[0];
     ns.exec("conntrack", &["-D", "-p", "udp", "--sport", "42000"])
         .unwrap();
-    // The kernel's id hashes the entry's memory address with its original tuple:
-    // a filler takes the freed slot so that the new flow gets a new address.
-    insert(
-        &ns,
-        "udp",
-        "10.0.0.9",
-        "10.96.0.10",
-        42000,
-        53,
-        ("10.244.1.5", 53),
-    );
-    // The same flow again, now translated to another endpoint.
-    insert(
-        &ns,
-        "udp",
-        "10.0.0.1",
-        "10.96.0.10",
-        42000,
-        53,
-        ("10.244.1.6", 53),
-    );
-    let (deleted, new) = ns
-        .enter(move || {
-            let mut ct = Conntrack::new().unwrap();
-            let deleted = ct.delete(&[old]).unwrap();
-            (
-                deleted,
-                ct.dump(IpFamily::V4, Protocol::Udp).unwrap().entries,
-            )
+    // The kernel's id hashes the entry's address with its original tuple, so
+    // the same flow re-created in the freed slot gets the old id back. Which
+    // slot a new entry takes depends on the CPU `conntrack` runs on; fillers
+    // occupy freed slots until the re-created flow has a new id (bounded).
+    let dump_new = |ns: &Netns| -> Vec<Entry> {
+        ns.enter(|| {
+            Conntrack::new()
+                .unwrap()
+                .dump(IpFamily::V4, Protocol::Udp)
+                .unwrap()
+                .entries
         })
-        .unwrap();
-    let new: Vec<Entry> = new
+        .unwrap()
         .into_iter()
         .filter(|e| e.original.src == ip("10.0.0.1"))
-        .collect();
-    assert_eq!(new.len(), 1);
-    assert_ne!(new[0].id, old.id, "precondition: the new flow has a new id");
+        .collect()
+    };
+    let mut fresh = None;
+    for attempt in 0..20u16 {
+        let filler = format!("10.0.1.{}", attempt + 1);
+        insert(
+            &ns,
+            "udp",
+            &filler,
+            "10.96.0.10",
+            42000,
+            53,
+            ("10.244.1.5", 53),
+        );
+        // The same flow again, now translated to another endpoint.
+        insert(
+            &ns,
+            "udp",
+            "10.0.0.1",
+            "10.96.0.10",
+            42000,
+            53,
+            ("10.244.1.6", 53),
+        );
+        let new = dump_new(&ns);
+        assert_eq!(new.len(), 1, "{new:?}");
+        if new[0].id != old.id {
+            fresh = Some(new[0]);
+            break;
+        }
+        ns.exec(
+            "conntrack",
+            &["-D", "-p", "udp", "-s", "10.0.0.1", "--sport", "42000"],
+        )
+        .unwrap();
+    }
+    let fresh = fresh.expect("precondition: the re-created flow gets a new id within 20 tries");
+    let deleted = ns
+        .enter(move || Conntrack::new().unwrap().delete(&[old]).unwrap())
+        .unwrap();
     assert_eq!(deleted, 0, "the old id no longer exists");
+    let new = dump_new(&ns);
+    assert_eq!(new.len(), 1, "the new flow is left alone: {new:?}");
+    assert_eq!(new[0].id, fresh.id);
     assert_eq!(new[0].reply.src, ip("10.244.1.6"));
 }
 
