@@ -50,6 +50,40 @@ pub struct Entry {
     pub id: Option<u32>,
     /// Seconds until the entry expires, as dumped (not used by deletes).
     pub timeout: Option<u32>,
+    /// The TCP connection state as dumped (`CTA_PROTOINFO_TCP_STATE`); `None` for
+    /// UDP/SCTP and for entries built here.
+    pub tcp_state: Option<TcpState>,
+}
+
+/// A TCP flow's state in the kernel's conntrack (`enum tcp_conntrack`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpState(pub u8);
+
+impl TcpState {
+    /// `TCP_CONNTRACK_ESTABLISHED`.
+    pub const ESTABLISHED: TcpState = TcpState(3);
+
+    /// True for an established connection: what IPVS counts as "active".
+    pub fn is_established(self) -> bool {
+        self == Self::ESTABLISHED
+    }
+
+    /// The state's name as `conntrack -L` prints it.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0 => "NONE",
+            1 => "SYN_SENT",
+            2 => "SYN_RECV",
+            3 => "ESTABLISHED",
+            4 => "FIN_WAIT",
+            5 => "CLOSE_WAIT",
+            6 => "LAST_ACK",
+            7 => "TIME_WAIT",
+            8 => "CLOSE",
+            9 => "SYN_SENT2",
+            _ => "UNKNOWN",
+        }
+    }
 }
 
 impl Entry {
@@ -69,6 +103,7 @@ impl Entry {
             zone: 0,
             id: None,
             timeout: None,
+            tcp_state: None,
         }
     }
 

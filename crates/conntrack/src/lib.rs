@@ -31,7 +31,7 @@ pub mod stale;
 pub mod sysctl;
 
 pub use cleanup::{CleanupReport, cleanup};
-pub use entry::{Entry, Tuple};
+pub use entry::{Entry, TcpState, Tuple};
 pub use error::ConntrackError;
 pub use netlink::{Conntrack, ConntrackTable, Dump};
 pub use stale::{StaleReason, classify_entries, stale_entries};

@@ -36,7 +36,7 @@ use netlink_packet_netfilter::conntrack::{
 };
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
-use crate::entry::{Entry, Tuple};
+use crate::entry::{Entry, TcpState, Tuple};
 
 /// `CTA_ID`: the entry's 32-bit id, big endian (linux/netfilter/nfnetlink_conntrack.h).
 const CTA_ID: u16 = 12;
@@ -53,6 +53,10 @@ const NLA_F_NESTED: u16 = 1 << 15;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_TIMEOUT: u16 = 7;
+/// `CTA_PROTOINFO`, nesting `CTA_PROTOINFO_TCP` (1), nesting `CTA_PROTOINFO_TCP_STATE` (1, u8).
+const CTA_PROTOINFO: u16 = 4;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -389,10 +393,11 @@ fn parse_tuple(value: &[u8]) -> Option<(u8, Tuple)> {
 /// are malformed.
 pub fn parse_entry(data: &[u8]) -> Option<Entry> {
     let (mut original, mut reply) = (None, None);
-    let (mut zone, mut id, mut timeout) = (0u16, None, None);
+    let (mut zone, mut id, mut timeout, mut tcp_state) = (0u16, None, None, None);
     for nla in attributes(data) {
         let (kind, value) = nla.ok()?;
         match kind {
+            CTA_PROTOINFO => tcp_state = parse_tcp_state(value),
             CTA_TUPLE_ORIG => original = Some(parse_tuple(value)?),
             CTA_TUPLE_REPLY => reply = Some(parse_tuple(value)?),
             CTA_TIMEOUT => timeout = be32(value),
@@ -413,7 +418,21 @@ pub fn parse_entry(data: &[u8]) -> Option<Entry> {
         zone,
         id,
         timeout,
+        tcp_state,
     })
+}
+
+/// The TCP state inside a `CTA_PROTOINFO` value (absent for other protocols).
+fn parse_tcp_state(value: &[u8]) -> Option<TcpState> {
+    let tcp = attributes(value)
+        .flatten()
+        .find(|(kind, _)| *kind == CTA_PROTOINFO_TCP)?
+        .1;
+    let state = attributes(tcp)
+        .flatten()
+        .find(|(kind, _)| *kind == CTA_PROTOINFO_TCP_STATE)?
+        .1;
+    state.first().copied().map(TcpState)
 }
 
 #[cfg(test)]

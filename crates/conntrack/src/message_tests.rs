@@ -124,6 +124,7 @@ fn reference_decode(message: &[u8]) -> Option<Entry> {
         zone,
         id,
         timeout,
+        tcp_state: None,
     })
 }
 

@@ -146,6 +146,11 @@ fn dump_filters_by_family_and_protocol() {
     assert_eq!(v4_tcp.entries.len(), 1);
     assert_eq!(v4_tcp.entries[0].protocol, Protocol::Tcp);
     assert_eq!(v4_tcp.entries[0].reply.src, ip("10.244.1.6"));
+    let state = v4_tcp.entries[0]
+        .tcp_state
+        .expect("a TCP entry has a state");
+    assert!(state.is_established(), "{}", state.name());
+    assert_eq!(v4_udp.entries[0].tcp_state, None);
     assert_eq!(v6_udp.entries.len(), 1);
     assert_eq!(v6_udp.entries[0].original.dst, ip("fd00::10"));
     assert!(v4_sctp.entries.is_empty());

@@ -19,3 +19,4 @@ pub mod fake;
 pub mod nfacct;
 pub mod proxier;
 pub mod trace;
+pub mod view;

@@ -12,7 +12,9 @@
 //! - `flows.<family>` (optional): packets traced through our rules
 //!   (`name | source | protocol | destination | port | output | masq`), as upstream's
 //!   packet-flow tests;
-//! - `problems.txt` (optional): the expected problem lines; without it there must be none.
+//! - `problems.txt` (optional): the expected problem lines; without it there must be none;
+//! - `view-drift.<family>` (optional): what `show` reads back from the rules must agree
+//!   with the model's wanted view except for the differences listed here.
 //!
 //! `scenario.yaml` (optional) changes the settings; the defaults are those of
 //! upstream's fake proxier (`NewFakeProxier`).
@@ -364,8 +366,35 @@ fn run_scenario(dir: &Path) -> Vec<String> {
         }
         check_chain_files(dir, fam, &rendered.text, &mut failures);
         check_flows(dir, fam, &sc, &rendered.text, &mut failures);
+        check_view(dir, fam, family, &state, &rendered.text, &mut failures);
     }
     failures
+}
+
+/// What `show` reads back from the rules agrees with what the model wants, except
+/// for the differences `view-drift.<family>` lists (frontends the rules leave out
+/// on purpose, e.g. NodePorts when no node address matches nodePortAddresses).
+fn check_view(
+    dir: &Path,
+    fam: &str,
+    family: IpFamily,
+    state: &kpr_model::ProxyState,
+    text: &str,
+    failures: &mut Vec<String>,
+) {
+    let wanted: Vec<_> = kpr_model::view::wanted(state)
+        .into_iter()
+        .filter(|f| f.key.family == family)
+        .collect();
+    let programmed = kpr_iptables::view::frontends(family, &Dump::parse(text).unwrap());
+    let drift: String = kpr_model::view::drift(&wanted, &programmed)
+        .iter()
+        .map(|d| format!("{d}\n"))
+        .collect();
+    let path = dir.join(format!("view-drift.{fam}"));
+    if path.exists() || !drift.is_empty() {
+        compare(&path, &drift, failures);
+    }
 }
 
 /// Every golden scenario renders exactly its checked-in rules, agrees with upstream

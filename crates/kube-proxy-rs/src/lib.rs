@@ -1,6 +1,7 @@
 //! kube-proxy-rs: wiring and the sync loop.
 
 pub mod app;
+pub mod check;
 pub mod conntrack;
 pub mod dataplane;
 pub mod host;
@@ -9,3 +10,4 @@ pub mod observer;
 pub mod render_settings;
 pub mod run;
 pub mod scheduler;
+pub mod show;

@@ -1,12 +1,15 @@
-//! The `kube-proxy-rs` binary: parse the command line, then dry-run, clean up or run.
+//! The `kube-proxy-rs` binary: parse the command line, then dry-run, clean up, run,
+//! or one of the operator tools (`show`, `check`).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use kube_proxy_rs::app;
 use kube_proxy_rs::host::RealHost;
+use kube_proxy_rs::{app, check, show};
 
-fn init_logging(verbosity: u32) {
+/// `logging.format`: `text` (default) or `json`, one object per line.
+fn init_logging(verbosity: u32, json: bool) {
     let level = match verbosity {
         0..=1 => "info",
         2..=3 => "debug",
@@ -14,16 +17,70 @@ fn init_logging(verbosity: u32) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// An operator tool given as the first argument.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Show,
+    Check,
+}
+
+/// Takes `show`/`check` and their `--output`/`-o` flag off the command line; the
+/// rest are kube-proxy flags (`--config`, `--proxy-mode`, ...) as for a run.
+fn split_tool(mut args: Vec<OsString>) -> Result<(Option<Tool>, bool, Vec<OsString>), String> {
+    let tool = match args.get(1).and_then(|a| a.to_str()) {
+        Some("show") => Tool::Show,
+        Some("check") => Tool::Check,
+        _ => return Ok((None, false, args)),
+    };
+    args.remove(1);
+    let mut json = false;
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i].to_string_lossy().into_owned();
+        let value = if let Some(v) = arg.strip_prefix("--output=") {
+            args.remove(i);
+            v.to_string()
+        } else if arg == "--output" || arg == "-o" {
+            args.remove(i);
+            if i >= args.len() {
+                return Err(format!("{arg} needs a value: text or json"));
+            }
+            args.remove(i).to_string_lossy().into_owned()
+        } else {
+            i += 1;
+            continue;
+        };
+        json = match value.as_str() {
+            "json" => true,
+            "text" => false,
+            other => return Err(format!("--output {other:?}: must be text or json")),
+        };
+    }
+    Ok((Some(tool), json, args))
 }
 
 fn main() -> ExitCode {
-    let flags = match kpr_config::parse_flags(std::env::args_os()) {
+    let (tool, json_output, args) = match split_tool(std::env::args_os().collect()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let flags = match kpr_config::parse_flags(args) {
         Ok(f) => f,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -53,9 +110,12 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    init_logging(config.verbosity());
+    init_logging(config.verbosity(), config.logging.format == "json");
     for w in &loaded.warnings {
         tracing::warn!("{w}");
+    }
+    if let Some(tool) = tool {
+        return run_tool(tool, json_output, &config, flags.manifests.clone());
     }
     if let Some(path) = &flags.write_config_to {
         let text = match serde_json::to_string_pretty(&config) {
@@ -122,5 +182,54 @@ fn main() -> ExitCode {
             eprintln!("{e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `show` and `check`.
+fn run_tool(
+    tool: Tool,
+    json: bool,
+    config: &kpr_config::KubeProxyConfiguration,
+    manifests: Option<std::path::PathBuf>,
+) -> ExitCode {
+    match tool {
+        Tool::Show => {
+            let args = show::ShowArgs { manifests };
+            match show::collect(config, &args, &RealHost) {
+                Ok(report) => {
+                    if json {
+                        print_json(&report);
+                    } else {
+                        print!("{}", show::render_text(&report));
+                    }
+                    let drifted = report.drift.as_ref().is_some_and(|d| !d.is_empty());
+                    ExitCode::from(if drifted { 2 } else { 0 })
+                }
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Tool::Check => {
+            let runner: Arc<dyn kpr_iptables::exec::Runner> =
+                Arc::new(kpr_iptables::exec::ProcessRunner);
+            let facts = check::gather(config, &RealHost, &runner);
+            let findings = check::evaluate(&facts);
+            if json {
+                print_json(&findings);
+            } else {
+                print!("{}", check::render_text(&findings));
+            }
+            ExitCode::from(check::exit_status(&findings))
+        }
+    }
+}
+
+/// Prints a report as pretty JSON.
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("cannot encode the report: {e}"),
     }
 }

@@ -328,3 +328,60 @@ fn api_source_without_credentials_fails_in_one_line() {
         "fails before starting anything: {stderr}"
     );
 }
+
+/// `check` in a test namespace: a new namespace has IPv4 forwarding off, which
+/// `check` reports as a failure with the fix (exit 1); once it is set the check
+/// passes and nothing fails.
+#[test]
+fn check_finds_ip_forward_off_and_passes_once_set() {
+    let ns = Netns::new("chk").unwrap();
+    let check = |json: bool| {
+        let mut cmd = ns.command(env!("CARGO_BIN_EXE_kube-proxy-rs"));
+        cmd.arg("check");
+        if json {
+            cmd.args(["--output", "json"]);
+        }
+        cmd.output().unwrap()
+    };
+    ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=0"])
+        .unwrap();
+    let out = check(false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("FAIL ip_forward: net.ipv4.ip_forward is 0")
+            && stdout.contains("sysctl -w net.ipv4.ip_forward=1"),
+        "{stdout}"
+    );
+    ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    let out = check(false);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("PASS ip_forward"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert_ne!(out.status.code(), Some(1), "{stdout}");
+    // The same findings as JSON.
+    let out = check(true);
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ip_forward = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "ip_forward")
+        .unwrap();
+    assert_eq!(ip_forward["severity"], "pass");
+}
+
+/// `show` and `check` take `--output text|json` and reject anything else in one line.
+#[test]
+fn tool_output_flag_is_checked() {
+    let out = run(&["show", "--output", "yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "--output \"yaml\": must be text or json"
+    );
+    let out = run(&["check", "-o"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), "-o needs a value: text or json");
+}

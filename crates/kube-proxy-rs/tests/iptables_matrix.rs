@@ -111,3 +111,9 @@ fn iptables_conntrack_udp_endpoint_removed() {
 fn iptables_conntrack_udp_zero_to_one() {
     scenarios::conntrack_udp_zero_to_one(MODE);
 }
+
+/// `show` reads frontends, backends and connection counts from the kernel.
+#[test]
+fn iptables_show_reads_the_kernel() {
+    scenarios::show_reads_the_kernel(MODE);
+}

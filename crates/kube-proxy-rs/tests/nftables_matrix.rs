@@ -117,3 +117,9 @@ fn nftables_conntrack_udp_endpoint_removed() {
 fn nftables_conntrack_udp_zero_to_one() {
     scenarios::conntrack_udp_zero_to_one(MODE);
 }
+
+/// `show` reads frontends, backends and connection counts from the kernel.
+#[test]
+fn nftables_show_reads_the_kernel() {
+    scenarios::show_reads_the_kernel(MODE);
+}

@@ -23,6 +23,7 @@ pub mod service_cidr;
 pub mod state;
 pub mod store;
 pub mod topology;
+pub mod view;
 
 pub use endpoint::Endpoint;
 pub use local::{LocalDetector, NodePortAddresses};

@@ -31,7 +31,8 @@ impl fmt::Display for NamespacedName {
 }
 
 /// A transport protocol a Service port can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     /// TCP (the Kubernetes default when `protocol` is omitted).
     Tcp,
@@ -78,11 +79,13 @@ impl fmt::Display for Protocol {
 }
 
 /// An IP address family. Each family is proxied separately, as upstream does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum IpFamily {
     /// IPv4.
+    #[serde(rename = "IPv4")]
     V4,
     /// IPv6.
+    #[serde(rename = "IPv6")]
     V6,
 }
 

@@ -14,6 +14,7 @@ pub mod ruleset;
 pub mod sync;
 pub mod trace;
 pub mod transaction;
+pub mod view;
 
 pub use proxier::{FamilyProxier, SyncReport, probe, render_ruleset, render_service};
 pub use render::{Fragment, RenderConfig, base, service_port};

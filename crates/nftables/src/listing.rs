@@ -89,10 +89,9 @@ impl Listing {
     }
 }
 
-/// `(key, state)` text of one element: `"1.2.3.4"`, `{"concat": [...]}`, or
-/// `{"elem": {"val": ..., "comment": ...}}`, paired with a verdict for maps. The state
-/// is [`element_state`] of the verdict and comment.
-fn element(e: &Value) -> Option<(String, String)> {
+/// Key text, verdict text (maps) and comment of one element, as
+/// [`Listing::add_json`] reads them.
+pub(crate) fn element_parts(e: &Value) -> Option<(String, Option<String>, Option<String>)> {
     let (k, v) = match e {
         Value::Array(pair) if pair.len() == 2 => (&pair[0], Some(verdict(&pair[1])?)),
         other => (other, None),
@@ -100,8 +99,17 @@ fn element(e: &Value) -> Option<(String, String)> {
     let comment = k
         .get("elem")
         .and_then(|i| i.get("comment"))
-        .and_then(Value::as_str);
-    Some((key(k)?, element_state(v.as_deref(), comment)))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Some((key(k)?, v, comment))
+}
+
+/// `(key, state)` text of one element: `"1.2.3.4"`, `{"concat": [...]}`, or
+/// `{"elem": {"val": ..., "comment": ...}}`, paired with a verdict for maps. The state
+/// is [`element_state`] of the verdict and comment.
+fn element(e: &Value) -> Option<(String, String)> {
+    let (k, v, comment) = element_parts(e)?;
+    Some((k, element_state(v.as_deref(), comment.as_deref())))
 }
 
 /// What identifies an element's content besides its key: the verdict (maps) and the

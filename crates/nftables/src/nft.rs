@@ -105,6 +105,19 @@ impl Nft {
         Ok(listing)
     }
 
+    /// The whole table as `nft --json list table` prints it, rules included (for
+    /// `show`); `None` when there is no table.
+    pub fn table_json(&self) -> Result<Option<String>, NftError> {
+        if !self.table_present()? {
+            return Ok(None);
+        }
+        let out = self.run(
+            &["--json", "list", "table", self.family.word(), TABLE],
+            None,
+        )?;
+        Ok(Some(out.stdout))
+    }
+
     /// True if our table exists.
     pub fn table_present(&self) -> Result<bool, NftError> {
         let out = self.run(&["list", "tables", self.family.word()], None)?;

@@ -6,7 +6,10 @@
 //!   normalisation;
 //! - `flows.<family>` (optional): packets traced through the ruleset
 //!   (`name | source | protocol | destination | port | output | masq`);
-//! - `problems.txt` (optional): expected problem lines, else there must be none.
+//! - `problems.txt` (optional): expected problem lines, else there must be none;
+//! - `view-drift.<family>` (optional): the script is loaded into a network namespace
+//!   and read back as `show` reads it; what it sees must agree with the model's
+//!   wanted view except for the differences listed here.
 //!
 //! `scenario.yaml` (optional) changes settings; the defaults are those of upstream's
 //! nftables fake proxier (`NewFakeProxier` in `pkg/proxy/nftables/proxier_test.go`).
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use kpr_model::{IpFamily, LocalDetector, NodePortAddresses, Objects, Store};
+use kpr_netns_lab::Netns;
 use kpr_nftables::objects::Family;
 use kpr_nftables::trace::{Packet, trace};
 use kpr_nftables::{RenderConfig, Ruleset, base, service_port, sort_like_upstream};
@@ -148,7 +152,51 @@ fn diff(expected: &str, actual: &str) -> String {
     out
 }
 
-fn run_scenario(dir: &Path) -> Vec<String> {
+/// Loads `script` into `ns`, reads the table back with `nft --json` and checks that
+/// what `show` sees agrees with what the model wants, except for the differences
+/// `view-drift.<family>` lists.
+fn check_view(
+    ns: &Netns,
+    dir: &Path,
+    fam: &str,
+    family: IpFamily,
+    state: &kpr_model::ProxyState,
+    script: &str,
+    failures: &mut Vec<String>,
+) {
+    let word = Family(family).word();
+    let path = std::env::temp_dir().join(format!("kpr-view-{}.nft", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    let out = ns.exec("nft", &["-f", path.to_str().unwrap()]).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ns
+        .exec("nft", &["--json", "list", "table", word, "kube-proxy"])
+        .unwrap();
+    let json = String::from_utf8(out.stdout).unwrap();
+    ns.exec("nft", &["delete", "table", word, "kube-proxy"])
+        .unwrap();
+    let wanted: Vec<_> = kpr_model::view::wanted(state)
+        .into_iter()
+        .filter(|f| f.key.family == family)
+        .collect();
+    let programmed = kpr_nftables::view::frontends(family, &json).unwrap();
+    let drift: String = kpr_model::view::drift(&wanted, &programmed)
+        .iter()
+        .map(|d| format!("{d}\n"))
+        .collect();
+    let path = dir.join(format!("view-drift.{fam}"));
+    if path.exists() || !drift.is_empty() {
+        compare(&path, &drift, failures);
+    }
+}
+
+fn run_scenario(ns: &Netns, dir: &Path) -> Vec<String> {
     let mut failures = Vec::new();
     let sc: Scenario = match std::fs::read_to_string(dir.join("scenario.yaml")) {
         Ok(t) => serde_saphyr::from_str(&t).unwrap_or_else(|e| panic!("{}: {e}", dir.display())),
@@ -190,6 +238,15 @@ fn run_scenario(dir: &Path) -> Vec<String> {
         }
         compare(
             &dir.join(format!("nftables.{fam}")),
+            &rs.creation_script(),
+            &mut failures,
+        );
+        check_view(
+            ns,
+            dir,
+            fam,
+            family,
+            &state,
             &rs.creation_script(),
             &mut failures,
         );
@@ -252,7 +309,8 @@ fn golden_nftables_scenarios() {
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty());
-    let failures: Vec<String> = dirs.iter().flat_map(|d| run_scenario(d)).collect();
+    let ns = Netns::new("ngv").unwrap();
+    let failures: Vec<String> = dirs.iter().flat_map(|d| run_scenario(&ns, d)).collect();
     assert!(
         failures.is_empty(),
         "{} failure(s):\n\n{}",

@@ -12,11 +12,13 @@ mod conntrack;
 mod policies;
 mod resilience;
 mod services;
+mod tools;
 
 pub use conntrack::*;
 pub use policies::*;
 pub use resilience::*;
 pub use services::*;
+pub use tools::*;
 
 /// Requests until every name in `want` answered (at most `tries`); returns who answered.
 pub(crate) fn until_all(
