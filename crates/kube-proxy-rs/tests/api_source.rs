@@ -200,6 +200,21 @@ async fn scenario(ns: String, dir: std::path::PathBuf) {
 
     let (code, text) = get(10249, "/metrics");
     assert_eq!(code, 200);
+    // Process metrics as every Go program (upstream kube-proxy included) exports.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("process_cpu_seconds_total ")),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "process_resident_memory_bytes") > 1e6,
+        "{text}"
+    );
+    assert!(metric(&text, "process_open_fds") >= 3.0, "{text}");
+    assert!(
+        metric(&text, "process_start_time_seconds") > 1.7e9,
+        "{text}"
+    );
     assert!(
         metric(&text, "kubeproxy_sync_proxy_rules_service_changes_total") >= 3.0,
         "{text}"

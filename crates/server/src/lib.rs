@@ -5,6 +5,7 @@
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod process;
 pub mod service_health;
 
 pub use health::ProxyHealth;

@@ -144,6 +144,7 @@ impl Metrics {
             event_to_kernel: Family::new_with_constructor(sync_histogram),
             api_source_errors: Counter::default(),
         };
+        registry.register_collector(Box::new(crate::process::ProcessCollector));
         let r = registry.sub_registry_with_prefix("kubeproxy");
         r.register(
             "sync_proxy_rules_duration_seconds",
