@@ -10,7 +10,7 @@ use kpr_config::{KubeProxyConfiguration, ProxyMode};
 use kpr_iptables::apply::{Backend, Iptables};
 use kpr_iptables::exec::{ProcessRunner, Runner};
 use kpr_iptables::{NfacctCounters, RenderConfig};
-use kpr_kube_source::{ClientSettings, SourceConfig};
+use kpr_kube_source::{ClientSettings, EventRecorder, EventType, NodeEvent, SourceConfig};
 use kpr_model::{IpFamily, NodeInfo, ProxyState, Store};
 use kpr_nftables::nft::{Nft, NftError};
 use kpr_nftables::objects::Family as NftFamily;
@@ -313,8 +313,13 @@ enum SourceGuard {
     Api(#[allow(dead_code)] kpr_kube_source::SourceHandle),
 }
 
-/// Starts the source: a directory watcher, or the API watchers.
-async fn start_feed(input: &Input, node: &str) -> anyhow::Result<(Feed, SourceGuard)> {
+/// Starts the source: a directory watcher, or the API watchers (with a recorder of
+/// Node Events).
+async fn start_feed(
+    input: &Input,
+    node: &str,
+    host: &dyn Host,
+) -> anyhow::Result<(Feed, SourceGuard, Option<EventRecorder>)> {
     match input {
         Input::Manifests(dir) => {
             let (tx, rx) = mpsc::channel(1);
@@ -326,6 +331,7 @@ async fn start_feed(input: &Input, node: &str) -> anyhow::Result<(Feed, SourceGu
                     wake: rx,
                 },
                 SourceGuard::Manifests(watcher),
+                None,
             ))
         }
         Input::Api(settings) => {
@@ -338,7 +344,12 @@ async fn start_feed(input: &Input, node: &str) -> anyhow::Result<(Feed, SourceGu
             }
             info!(url = %api.url, "watching Services, EndpointSlices and this Node");
             let (events, handle) = kpr_kube_source::spawn(&api, SourceConfig::new(node));
-            Ok((Feed::Api { events }, SourceGuard::Api(handle)))
+            let recorder = EventRecorder::start(&api, node, &host.hostname());
+            Ok((
+                Feed::Api { events },
+                SourceGuard::Api(handle),
+                Some(recorder),
+            ))
         }
     }
 }
@@ -359,7 +370,20 @@ pub async fn run_proxy(
     let node = node_name(&config, host.as_ref());
     info!(node = %node, mode = mode.as_str(), source = %input.describe(), "starting kube-proxy-rs");
     // The source first: a bad kubeconfig fails before anything on the node changes.
-    let (feed, _guard) = start_feed(&input, &node).await?;
+    let (feed, _guard, events) = start_feed(&input, &node, host.as_ref()).await?;
+    if let Some(events) = &events {
+        // Upstream records the same event when it starts.
+        events.record(NodeEvent {
+            type_: EventType::Normal,
+            reason: "Starting".into(),
+            action: "StartKubeProxy".into(),
+            note: format!(
+                "kube-proxy-rs {} starting in {} mode",
+                env!("CARGO_PKG_VERSION"),
+                mode.as_str()
+            ),
+        });
+    }
     let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
     cleanup_other_modes(mode, &runner);
     crate::conntrack::apply_settings(&config.conntrack());
@@ -401,7 +425,8 @@ pub async fn run_proxy(
         dataplane.mode(),
         Some(crate::conntrack::Reconciler::open()),
     )
-    .with_service_health(families.contains(&IpFamily::V6));
+    .with_service_health(families.contains(&IpFamily::V6))
+    .with_events(events);
     let timing = Timing {
         min_interval: config.min_sync_period(),
         burst: 2,

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
+use kpr_kube_source::{EventRecorder, EventType, NodeEvent};
 use kpr_model::{IpFamily, ProxyState, Route};
 use kpr_server::metrics::{Metrics, PolicyLabel, TableLabel};
 use kpr_server::{HealthCheck, ProxyHealth, ServiceHealthServers};
@@ -23,7 +24,14 @@ pub struct ServerObserver {
     service_health: Option<ServiceHealthServers>,
     /// Listen on `[::]` (both families) rather than `0.0.0.0`.
     dual_stack: bool,
+    /// Node Events (API source only).
+    events: Option<EventRecorder>,
+    /// When the current run of failed syncs was last reported (None: syncs work).
+    failing_since_event: Option<Instant>,
 }
+
+/// While syncs keep failing, a failure event is repeated at most this often.
+const FAILURE_EVENT_INTERVAL: Duration = Duration::from_secs(600);
 
 impl ServerObserver {
     /// An observer for a data plane of `mode`; `conntrack` reconciles flows after
@@ -41,7 +49,60 @@ impl ServerObserver {
             conntrack,
             service_health: None,
             dual_stack: false,
+            events: None,
+            failing_since_event: None,
         }
+    }
+
+    /// Also records Node Events: a Warning when syncing starts failing (repeated
+    /// every 10 minutes while it fails) and a Normal one when it works again.
+    pub fn with_events(mut self, events: Option<EventRecorder>) -> Self {
+        self.events = events;
+        self
+    }
+
+    fn record_sync_events(&mut self, done: &SyncDone<'_>) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        if done.ok() {
+            if self.failing_since_event.take().is_some() {
+                events.record(NodeEvent {
+                    type_: EventType::Normal,
+                    reason: "SyncProxyRulesRecovered".into(),
+                    action: "SyncProxyRules".into(),
+                    note: format!("{} rules are programmed again", self.mode),
+                });
+            }
+            return;
+        }
+        let due = self
+            .failing_since_event
+            .is_none_or(|t| t.elapsed() >= FAILURE_EVENT_INTERVAL);
+        if !due {
+            return;
+        }
+        let errors: Vec<String> = done
+            .results
+            .iter()
+            .filter_map(|r| {
+                r.outcome
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("{}: {e}", r.family.as_kubernetes()))
+            })
+            .collect();
+        events.record(NodeEvent {
+            type_: EventType::Warning,
+            reason: "SyncProxyRulesFailed".into(),
+            action: "SyncProxyRules".into(),
+            note: format!(
+                "cannot program {} rules; Service traffic may use stale rules until this is fixed: {}",
+                self.mode,
+                errors.join("; ")
+            ),
+        });
+        self.failing_since_event = Some(Instant::now());
     }
 
     /// Also serves the health-check node ports of LoadBalancer Services with
@@ -174,6 +235,7 @@ impl ServerObserver {
 
 impl Observer for ServerObserver {
     fn synced(&mut self, done: &SyncDone<'_>) {
+        self.record_sync_events(done);
         for r in done.results {
             let changed = r.outcome.as_ref().is_ok_and(|s| !s.skipped);
             self.family_synced(done, r.family, r.outcome.is_ok(), changed);

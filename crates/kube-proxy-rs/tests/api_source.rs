@@ -107,7 +107,35 @@ async fn scenario(ns: String, dir: std::path::PathBuf) {
         Resource::EndpointSlices,
         &slice("default", "web-1", "web", &["10.244.1.5"]),
     );
+    // `nft` on the proxy's PATH fails its transactions while `fail-nft` exists.
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let flag = dir.join("fail-nft");
+    let real_nft = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v nft"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let script = format!(
+        "#!/bin/sh\nif [ -e {} ] && [ \"$1\" = -f ]; then echo 'Error: injected failure' >&2; exit 1; fi\nexec {} \"$@\"\n",
+        flag.display(),
+        real_nft.trim()
+    );
+    std::fs::write(bin.join("nft"), script).unwrap();
+    Command::new("chmod")
+        .args(["+x", bin.join("nft").to_str().unwrap()])
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let child = Command::new("ip")
+        .env("PATH", path)
         .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_kube-proxy-rs")])
         .args([
             &format!("--master={}", fake.url()),
@@ -131,6 +159,13 @@ async fn scenario(ns: String, dir: std::path::PathBuf) {
     })
     .await;
     eprintln!("first full sync from the API server after start: {first:?}");
+    // Upstream's start-up event, regarding the Node.
+    until("Starting event", limit, &log, || {
+        fake.events()
+            .iter()
+            .any(|e| e["reason"] == "Starting" && e["regarding"]["name"] == NODE)
+    })
+    .await;
 
     // An endpoint change (with the EndpointSlice controller's trigger time).
     let started = Instant::now();
@@ -237,6 +272,48 @@ async fn scenario(ns: String, dir: std::path::PathBuf) {
     assert!(
         metric(&text, "kubeproxy_api_source_errors_total") >= 1.0,
         "the outage is counted:\n{text}"
+    );
+
+    // Programming the kernel fails: a Warning event on the Node says why; when it
+    // works again, a Normal event says so.
+    std::fs::write(&flag, "").unwrap();
+    fake.put(
+        Resource::Services,
+        &service("default", "queue", "10.96.0.40", 5672),
+    );
+    until("SyncProxyRulesFailed event", limit, &log, || {
+        fake.events().iter().any(|e| {
+            e["reason"] == "SyncProxyRulesFailed"
+                && e["type"] == "Warning"
+                && e["note"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("injected failure")
+        })
+    })
+    .await;
+    std::fs::remove_file(&flag).unwrap();
+    until(
+        "recovered after the failure",
+        Duration::from_secs(90),
+        &log,
+        || {
+            nft(&ns).contains("10.96.0.40 . tcp . 5672")
+                && fake
+                    .events()
+                    .iter()
+                    .any(|e| e["reason"] == "SyncProxyRulesRecovered")
+        },
+    )
+    .await;
+    let failures = fake
+        .events()
+        .iter()
+        .filter(|e| e["reason"] == "SyncProxyRulesFailed")
+        .count();
+    assert_eq!(
+        failures, 1,
+        "one event per run of failures, not one per retry"
     );
 
     // The Node is deleted: /healthz turns 503 (load balancers stop sending traffic),

@@ -66,6 +66,7 @@ pub mod event;
 mod layer;
 mod lenient;
 pub mod objects;
+pub mod recorder;
 pub mod source;
 mod tracker;
 
@@ -74,4 +75,5 @@ pub use client::{ApiClient, ClientSettings, connect};
 pub use connectivity::Connectivity;
 pub use error::{ClientError, SourceError};
 pub use event::{ChangeBatch, SourceEvent, TriggerTime, WatchedKind};
+pub use recorder::{EventRecorder, EventType, NodeEvent};
 pub use source::{SourceConfig, SourceHandle, spawn, spawn_with};

@@ -499,3 +499,35 @@ async fn kubeconfig_token_and_master_override() {
         "{requests:?}"
     );
 }
+
+/// The event recorder posts `events.k8s.io/v1` Events regarding the Node, in order,
+/// without blocking the caller.
+#[tokio::test]
+async fn node_events_are_posted() {
+    let fake = FakeApi::start().await;
+    let settings = kpr_kube_source::ClientSettings {
+        master: Some(fake.url()),
+        qps: 50.0,
+        burst: 100,
+        ..Default::default()
+    };
+    let api = kpr_kube_source::connect(&settings).await.unwrap();
+    let recorder = kpr_kube_source::EventRecorder::start(&api, "node-a", "host-a");
+    for reason in ["Starting", "SyncProxyRulesFailed"] {
+        recorder.record(kpr_kube_source::NodeEvent {
+            type_: kpr_kube_source::EventType::Warning,
+            reason: reason.into(),
+            action: "SyncProxyRules".into(),
+            note: "x".into(),
+        });
+    }
+    let start = std::time::Instant::now();
+    while fake.events().len() < 2 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = fake.events();
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(reasons, ["Starting", "SyncProxyRulesFailed"]);
+    assert_eq!(events[0]["regarding"]["kind"], "Node");
+    assert_eq!(events[0]["regarding"]["name"], "node-a");
+}

@@ -27,7 +27,7 @@ use axum::body::Body;
 use axum::extract::{Query, State as AxumState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::channel::mpsc;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -121,6 +121,8 @@ struct State {
     rv: u64,
     stores: HashMap<Resource, Store>,
     requests: Vec<Request>,
+    /// Events posted to `events.k8s.io/v1`, in order.
+    events: Vec<Value>,
     fail_next: VecDeque<u16>,
     gone_mode: GoneMode,
     watches: Vec<Watch>,
@@ -175,6 +177,7 @@ impl FakeApi {
                 .map(|r| (*r, Store::default()))
                 .collect(),
             requests: Vec::new(),
+            events: Vec::new(),
             fail_next: VecDeque::new(),
             gone_mode: GoneMode::Event,
             watches: Vec::new(),
@@ -212,6 +215,21 @@ impl FakeApi {
                 ),
             )
         });
+        let router = router.route(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+            post(
+                |AxumState(state): AxumState<Shared>, body: axum::body::Bytes| async move {
+                    let Ok(event) = serde_json::from_slice::<Value>(&body) else {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            &status(400, "BadRequest", "not JSON"),
+                        );
+                    };
+                    lock(&state).events.push(event.clone());
+                    json_response(StatusCode::CREATED, &event)
+                },
+            ),
+        );
         let app = router.with_state(self.state.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -357,6 +375,10 @@ impl FakeApi {
     }
 
     /// Every request so far.
+    pub fn events(&self) -> Vec<Value> {
+        lock(&self.state).events.clone()
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         lock(&self.state).requests.clone()
     }
