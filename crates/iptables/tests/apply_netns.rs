@@ -56,8 +56,15 @@ fn config() -> RenderConfig {
     }
 }
 
+/// `iptables-save` without its `#` lines (they carry the time of day, so two saves
+/// a second apart would differ).
 fn save(ns: &Netns) -> String {
-    String::from_utf8(ns.exec("iptables-save", &[]).unwrap().stdout).unwrap()
+    String::from_utf8(ns.exec("iptables-save", &[]).unwrap().stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Sync, re-sync, partial sync, failure and cleanup against the kernel.
