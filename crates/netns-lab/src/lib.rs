@@ -5,6 +5,7 @@
 //! Needs root (tests run as root here and in CI).
 
 pub mod netns;
+pub mod vm;
 
 pub use netns::Netns;
 
