@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use kpr_model::view::{Backend, Frontend, FrontendKey, FrontendKind, Verdict};
+use kpr_model::view::{Backend, Frontend, FrontendKey, FrontendKind, Verdict, set_not_forwarding};
 use kpr_model::{IpFamily, Protocol};
 
 use crate::dump::{Dump, Rule, split_words};
@@ -119,17 +119,7 @@ fn add_filter_verdict(
     let Some(key) = key(family, rule, address) else {
         return;
     };
-    let f = out.entry(key).or_insert_with(|| Frontend {
-        key,
-        kind,
-        service: service.to_string(),
-        verdict,
-        affinity_seconds: None,
-        backends: Vec::new(),
-    });
-    f.verdict = verdict;
-    f.backends.clear();
-    f.affinity_seconds = None;
+    set_not_forwarding(out, key, kind, service, verdict);
 }
 
 /// Follows `chain` down to DNAT targets, giving each backend `weight` times its

@@ -98,8 +98,9 @@ pub struct Facts {
 pub fn gather(config: &KubeProxyConfiguration, host: &dyn Host, runner: &Arc<dyn Runner>) -> Facts {
     let mode = config.mode();
     let number = |path: &str| host.sysctl(path).and_then(|v| v.trim().parse::<u64>().ok());
-    let run = |program: &str, args: &[&str]| -> Result<String, String> {
-        match runner.run(program, args, None) {
+    // stdout, or the first line of stderr.
+    let run_with = |program: &str, args: &[&str], stdin: Option<&[u8]>| -> Result<String, String> {
+        match runner.run(program, args, stdin) {
             Ok(o) if o.success() => Ok(o.stdout),
             Ok(o) => Err(o
                 .stderr
@@ -111,6 +112,7 @@ pub fn gather(config: &KubeProxyConfiguration, host: &dyn Host, runner: &Arc<dyn
             Err(e) => Err(e.to_string()),
         }
     };
+    let run = |program: &str, args: &[&str]| run_with(program, args, None);
     let count_rules = |program: &str| -> Option<(usize, usize)> {
         let text = run(program, &[]).ok()?;
         let rules = text.lines().filter(|l| l.starts_with("-A ")).count();
@@ -118,24 +120,8 @@ pub fn gather(config: &KubeProxyConfiguration, host: &dyn Host, runner: &Arc<dyn
         Some((rules, kube))
     };
     let cpus = online_cpus(&HostFiles::real());
-    let nftables_usable = (mode == ProxyMode::Nftables).then(|| {
-        runner
-            .run("nft", &["--check", "-f", "-"], Some(NFT_PROBE.as_bytes()))
-            .map_err(|e| e.to_string())
-            .and_then(|o| {
-                if o.success() {
-                    Ok(())
-                } else {
-                    Err(o
-                        .stderr
-                        .lines()
-                        .next()
-                        .unwrap_or("failed")
-                        .trim()
-                        .to_string())
-                }
-            })
-    });
+    let nftables_usable = (mode == ProxyMode::Nftables)
+        .then(|| run_with("nft", &["--check", "-f", "-"], Some(NFT_PROBE.as_bytes())).map(|_| ()));
     Facts {
         mode: Some(mode),
         ip_forward: host.sysctl("net/ipv4/ip_forward"),

@@ -176,6 +176,29 @@ impl Frontend {
     }
 }
 
+/// Records that `key` does not forward (a data plane's reject or drop rule): the
+/// frontend is added if the reader has not seen it yet, and loses its backends and
+/// affinity if it has (the reject/drop rule wins over the forwarding rules).
+pub fn set_not_forwarding(
+    frontends: &mut BTreeMap<FrontendKey, Frontend>,
+    key: FrontendKey,
+    kind: FrontendKind,
+    service: &str,
+    verdict: Verdict,
+) {
+    let f = frontends.entry(key).or_insert_with(|| Frontend {
+        key,
+        kind,
+        service: service.to_string(),
+        verdict,
+        affinity_seconds: None,
+        backends: Vec::new(),
+    });
+    f.verdict = verdict;
+    f.backends.clear();
+    f.affinity_seconds = None;
+}
+
 /// The frontends the model wants programmed for a state, sorted by key.
 pub fn wanted(state: &ProxyState) -> Vec<Frontend> {
     let mut out = Vec::new();

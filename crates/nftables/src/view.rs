@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use kpr_model::view::{Backend, Frontend, FrontendKey, FrontendKind, Verdict};
+use kpr_model::view::{Backend, Frontend, FrontendKey, FrontendKind, Verdict, set_not_forwarding};
 use kpr_model::{IpFamily, Protocol};
 use serde_json::Value;
 
@@ -47,6 +47,11 @@ pub fn frontends(family: IpFamily, json: &str) -> Result<Vec<Frontend>, ListingE
         .flatten()
         .map(|(k, _, _)| k.as_str())
         .collect();
+    let kind_of = |address: Option<&str>| match address {
+        None => FrontendKind::NodePort,
+        Some(a) if cluster_ips.contains(&a) => FrontendKind::ClusterIp,
+        Some(_) => FrontendKind::External,
+    };
     let mut out: BTreeMap<FrontendKey, Frontend> = BTreeMap::new();
     for (map, addressed) in [("service-ips", true), ("service-nodeports", false)] {
         for (key_text, verdict, _) in table.elements.get(map).into_iter().flatten() {
@@ -56,14 +61,9 @@ pub fn frontends(family: IpFamily, json: &str) -> Result<Vec<Frontend>, ListingE
             let Some(target) = verdict.as_deref().and_then(target_of) else {
                 continue;
             };
-            let kind = match address {
-                None => FrontendKind::NodePort,
-                Some(a) if cluster_ips.contains(&a) => FrontendKind::ClusterIp,
-                Some(_) => FrontendKind::External,
-            };
             let mut f = Frontend {
                 key,
-                kind,
+                kind: kind_of(address),
                 service: service_of_chain(target),
                 verdict: Verdict::Forward,
                 affinity_seconds: None,
@@ -87,22 +87,8 @@ pub fn frontends(family: IpFamily, json: &str) -> Result<Vec<Frontend>, ListingE
                 Some(v) if v.starts_with("goto reject") || v == "reject" => Verdict::Reject,
                 _ => continue,
             };
-            let kind = match address {
-                None => FrontendKind::NodePort,
-                Some(a) if cluster_ips.contains(&a) => FrontendKind::ClusterIp,
-                Some(_) => FrontendKind::External,
-            };
-            let f = out.entry(key).or_insert_with(|| Frontend {
-                key,
-                kind,
-                service: comment.clone().unwrap_or_default(),
-                verdict,
-                affinity_seconds: None,
-                backends: Vec::new(),
-            });
-            f.verdict = verdict;
-            f.backends.clear();
-            f.affinity_seconds = None;
+            let service = comment.as_deref().unwrap_or_default();
+            set_not_forwarding(&mut out, key, kind_of(address), service, verdict);
         }
     }
     Ok(out.into_values().collect())
