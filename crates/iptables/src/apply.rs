@@ -495,6 +495,7 @@ pub fn is_cleanup_chain(table: &str, chain: &str) -> bool {
                 | "KUBE-LOAD-BALANCER"
                 | "KUBE-LOOP-BACK"
                 | "KUBE-EXTERNAL-SERVICES"
+                | "KUBE-NODE-PORT"
         ),
         "filter" => matches!(
             chain,
@@ -507,6 +508,7 @@ pub fn is_cleanup_chain(table: &str, chain: &str) -> bool {
                 | "KUBE-SOURCE-RANGES-FIREWALL"
                 | "KUBE-IPVS-FILTER"
                 | "KUBE-IPVS-OUT-FILTER"
+                | "KUBE-NODE-PORT"
         ),
         "mangle" => chain == "KUBE-PROXY-CANARY",
         _ => false,

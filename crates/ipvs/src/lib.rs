@@ -50,13 +50,26 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cleanup;
 pub mod error;
+pub mod ipset;
+pub mod links;
 pub mod message;
 pub mod netlink;
+pub mod plan;
+pub mod proxier;
+pub mod rules;
+pub mod sets;
+pub mod table;
 pub mod types;
+pub mod view;
 
 pub use error::{Command, IpvsError, Target};
+pub use links::{LinkError, Links};
 pub use netlink::{BatchReport, Ipvs};
+pub use plan::{Plan, PlanConfig, PlannedService, plan};
+pub use proxier::{FakeInterfaces, FamilyProxier, Interfaces, SyncError, SyncReport};
+pub use table::{FakeTable, IpvsTable};
 pub use types::{
     ForwardMethod, Operation, Protocol, RealServer, RealServerStats, ServiceFlags, ServiceKey,
     Timeouts, VirtualServer, full_netmask,

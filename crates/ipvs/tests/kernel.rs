@@ -16,6 +16,8 @@ use kpr_netns_lab::vm::{Suite, Test};
 
 #[path = "kernel/real_servers.rs"]
 mod real_servers;
+#[path = "kernel/schedulers.rs"]
+mod schedulers;
 #[path = "kernel/services.rs"]
 mod services;
 #[path = "kernel/traffic.rs"]
@@ -59,6 +61,10 @@ const TESTS: &[Test] = tests![
     real_servers::ipvsadm_agrees,
     real_servers::dropped_acks_are_reported,
     traffic::nat_traffic_reaches_the_real_server,
+    schedulers::scheduler_rr_takes_turns,
+    schedulers::scheduler_wrr_follows_weights,
+    schedulers::scheduler_least_connections_prefer_idle,
+    schedulers::scheduler_hashing_sticks,
 ];
 
 fn main() -> ExitCode {

@@ -13,7 +13,7 @@ use crate::{ip, ipvs};
 
 /// Links `ns` to the director with a veth (`eth0` inside `ns`), addresses both
 /// ends in both families and routes `ns`'s traffic through the director.
-fn attach(director: &Netns, ns: &Netns, link: &str, net: u8) {
+pub fn attach(director: &Netns, ns: &Netns, link: &str, net: u8) {
     director
         .ip(&[
             "link",
