@@ -7,6 +7,7 @@
 //! producing these rules pays; the difference is our own overhead.
 
 mod iptables;
+mod ipvs;
 mod nftables;
 
 use std::time::{Duration, Instant};
@@ -21,6 +22,8 @@ use kpr_model::{Change, FamilyState, IpFamily, Objects, Store};
 enum Mode {
     Iptables,
     Nftables,
+    /// Needs ip_vs: run inside `shared/tools/vm-run` on hosts without it.
+    Ipvs,
 }
 
 #[derive(Parser)]
@@ -187,6 +190,7 @@ fn main() -> anyhow::Result<()> {
     match args.mode {
         Mode::Iptables => iptables::run(&args, &shape, &objs, &state)?,
         Mode::Nftables => nftables::run(&args, &shape, &objs, &state)?,
+        Mode::Ipvs => ipvs::run(&args, &shape, &objs, &state)?,
     }
     row("peak RSS of the benchmark process", peak_rss());
     Ok(())

@@ -20,13 +20,15 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::dataplane::{
-    DataPlane, IptablesDataPlane, NftablesDataPlane, render_iptables_dry_run,
-    render_nftables_dry_run,
+    DataPlane, IptablesDataPlane, IpvsDataPlane, NftablesDataPlane, render_iptables_dry_run,
+    render_ipvs_dry_run, render_nftables_dry_run,
 };
 use crate::host::Host;
 use crate::manifests::ManifestSource;
 use crate::observer::ServerObserver;
-use crate::render_settings::{Features, iptables_render_config, nftables_render_config};
+use crate::render_settings::{
+    Features, iptables_render_config, ipvs_plan_config, nftables_render_config,
+};
 use crate::run::{Feed, LoopSettings, SyncLoop, run};
 use crate::scheduler::Timing;
 
@@ -73,10 +75,13 @@ pub fn dry_run(
                 .collect();
             render_nftables_dry_run(&state, &configs)
         }
-        other => bail!(
-            "--proxy-mode {}: not implemented yet in kube-proxy-rs (iptables and nftables are)",
-            other.as_str()
-        ),
+        ProxyMode::Ipvs => {
+            let configs: Vec<kpr_ipvs::PlanConfig> = IpFamily::ALL
+                .iter()
+                .map(|f| ipvs_plan_config(config, &state.node, host, true, *f))
+                .collect();
+            render_ipvs_dry_run(&state, &configs)
+        }
     };
     Ok((out, notes))
 }
@@ -137,7 +142,9 @@ fn cleanup_nftables(runner: &Arc<dyn Runner>) -> Vec<String> {
 /// families (ours and upstream's have the same names).
 pub fn cleanup() -> anyhow::Result<()> {
     let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
-    let mut failed = cleanup_iptables(&runner);
+    // IPVS first: its part needs the ipsets, which the chains still use; it
+    // then removes every chain (of both iptables-based modes).
+    let mut failed = cleanup_ipvs(&runner);
     failed.extend(cleanup_nftables(&runner));
     if failed.is_empty() {
         Ok(())
@@ -149,11 +156,22 @@ pub fn cleanup() -> anyhow::Result<()> {
 /// Upstream's `platformCleanup` at start-up: nftables mode removes iptables-mode
 /// leftovers, iptables mode removes nftables-mode leftovers, so that a node switching
 /// modes does not run both rule sets.
-fn cleanup_other_modes(mode: ProxyMode, runner: &Arc<dyn Runner>) {
-    let failed = match mode {
+fn cleanup_other_modes(mode: ProxyMode, runner: &Arc<dyn Runner>, host: &dyn Host) {
+    let mut failed = match mode {
+        ProxyMode::Nftables if ipvs_leftovers(host) => cleanup_ipvs(runner),
         ProxyMode::Nftables => cleanup_iptables(runner),
         _ => cleanup_nftables(runner),
     };
+    // Leaving IPVS mode for iptables mode: kube-ipvs0 would keep every ClusterIP
+    // local and IPVS would keep answering, so it all goes (upstream leaves it).
+    if mode == ProxyMode::Iptables && ipvs_leftovers(host) {
+        failed.extend(cleanup_ipvs(runner));
+    }
+    // Leaving iptables mode for IPVS mode: its service chains and filter rules
+    // (REJECT for Services without endpoints) would stay in the path.
+    if mode == ProxyMode::Ipvs && iptables_for(IpFamily::V4, runner.clone()).canaries_present() {
+        failed.extend(cleanup_iptables(runner));
+    }
     for f in failed {
         warn!(error = %f, "cannot remove another proxy mode's leftovers");
     }
@@ -285,6 +303,176 @@ fn nftables_dataplane(
     ))
 }
 
+/// The kernel release as (major, minor), from `kernel/osrelease`.
+fn kernel_version(host: &dyn Host) -> Option<(u32, u32)> {
+    let release = host.sysctl("kernel/osrelease")?;
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The sysctls IPVS mode needs, as upstream sets them.
+fn ipvs_sysctls(config: &KubeProxyConfiguration, host: &dyn Host) {
+    set_sysctl("net/ipv4/vs/conntrack", "1");
+    // Connection reuse (kubernetes #81775, #93297): before 5.9, mode 1 stalls
+    // reused ports for a second, so upstream sets 0; from 5.9 the kernel is fixed
+    // and the value is left alone.
+    match kernel_version(host) {
+        Some(v) if ((4, 1)..(5, 9)).contains(&v) => set_sysctl("net/ipv4/vs/conn_reuse_mode", "0"),
+        Some(_) => {}
+        None => {
+            warn!("cannot read the kernel version; leaving net.ipv4.vs.conn_reuse_mode as it is")
+        }
+    }
+    set_sysctl("net/ipv4/vs/expire_nodest_conn", "1");
+    set_sysctl("net/ipv4/vs/expire_quiescent_template", "1");
+    set_sysctl("net/ipv4/ip_forward", "1");
+    if config.ipvs().strict_arp {
+        set_sysctl("net/ipv4/conf/all/arp_ignore", "1");
+        set_sysctl("net/ipv4/conf/all/arp_announce", "2");
+    }
+}
+
+/// Refuses to start when the kernel lacks IPVS or the scheduler (upstream falls
+/// back silently; we say why). Probes the scheduler as upstream does: through a
+/// virtual server on a TEST-NET-2 address, created and deleted.
+fn ipvs_preflight(ipvs: &mut kpr_ipvs::Ipvs, scheduler: &str) -> anyhow::Result<()> {
+    let services = ipvs
+        .services()
+        .map_err(|e| anyhow::anyhow!("IPVS mode cannot read the IPVS table: {e}"))?;
+    if services.iter().any(|s| s.scheduler == scheduler) {
+        return Ok(());
+    }
+    let probe = kpr_ipvs::VirtualServer::new(
+        std::net::IpAddr::from([198, 51, 100, 0]),
+        kpr_model::Protocol::Tcp,
+        20000,
+        scheduler,
+    );
+    match ipvs.add_service(&probe) {
+        Ok(()) | Err(kpr_ipvs::IpvsError::ServiceExists { .. }) => {}
+        Err(kpr_ipvs::IpvsError::SchedulerNotFound { .. }) => bail!(
+            "IPVS mode cannot start: the kernel has no IPVS scheduler {scheduler:?} (module ip_vs_{scheduler} is missing; try `modprobe ip_vs_{scheduler}`)"
+        ),
+        Err(e) => bail!("IPVS mode cannot start: probing scheduler {scheduler:?}: {e}"),
+    }
+    let _ = ipvs.delete_service(&probe);
+    Ok(())
+}
+
+/// Builds IPVS mode's data plane after the preflight checks: ip_vs and the
+/// scheduler, ipset >= 6.0, a `kube-ipvs0` dummy device; then the sysctls and the
+/// IPVS timeouts, and one proxier per family.
+fn ipvs_dataplane(
+    config: &KubeProxyConfiguration,
+    host: Arc<dyn Host>,
+    runner: Arc<dyn Runner>,
+    initial: &ProxyState,
+) -> anyhow::Result<(Vec<IpFamily>, Box<dyn DataPlane>)> {
+    let settings = config.ipvs();
+    let scheduler = settings.scheduler.as_str();
+    // As upstream: load ip_vs if we can; a kernel with it built in needs nothing.
+    let _ = runner.run("modprobe", &["-q", "ip_vs"], None);
+    let mut probe =
+        kpr_ipvs::Ipvs::new().map_err(|e| anyhow::anyhow!("IPVS mode cannot start: {e}"))?;
+    ipvs_preflight(&mut probe, scheduler)?;
+    let ipset = kpr_ipvs::ipset::Ipset::new(runner.clone());
+    let version = ipset
+        .version()
+        .map_err(|e| anyhow::anyhow!("IPVS mode cannot start: {e}"))?;
+    let mut links = kpr_ipvs::links::Links::new()
+        .map_err(|e| anyhow::anyhow!("IPVS mode cannot start: {e}"))?;
+    links.ensure_dummy(kpr_ipvs::proxier::DUMMY_DEVICE).map_err(|e| {
+        anyhow::anyhow!(
+            "IPVS mode cannot start: cannot create the dummy device kube-ipvs0 (is the dummy module available?): {e}"
+        )
+    })?;
+    ipvs_sysctls(config, host.as_ref());
+    let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32);
+    let timeouts = kpr_ipvs::Timeouts {
+        tcp: secs(settings.tcp_timeout),
+        tcp_fin: secs(settings.tcp_fin_timeout),
+        udp: secs(settings.udp_timeout),
+    };
+    if timeouts != kpr_ipvs::Timeouts::default()
+        && let Err(e) = probe.set_timeouts(&timeouts)
+    {
+        warn!(error = %e, "cannot set the IPVS timeouts");
+    }
+    warn!(
+        "upstream kube-proxy deprecated its ipvs mode in 1.35; kube-proxy-rs keeps it, and its nftables mode is the way off it"
+    );
+    let families = supported_families(host.as_ref(), &runner);
+    let random_fully = iptables_for(IpFamily::V4, runner.clone())
+        .probe()
+        .random_fully;
+    info!(families = ?families, scheduler, ipset = %version, "IPVS available");
+    let mut proxiers = Vec::new();
+    for family in &families {
+        let table = kpr_ipvs::Ipvs::new()?;
+        let device = kpr_ipvs::links::Links::new()?;
+        proxiers.push(kpr_ipvs::FamilyProxier::new(
+            ipvs_plan_config(config, &initial.node, host.as_ref(), random_fully, *family),
+            settings.exclude_cidrs.clone(),
+            Box::new(table),
+            Box::new(kpr_ipvs::cleanup::Device(device)),
+            ipset.clone(),
+            iptables_for(*family, runner.clone()),
+        ));
+    }
+    let cfg = config.clone();
+    let fams = families.clone();
+    let configs = Box::new(move |state: &ProxyState| {
+        fams.iter()
+            .map(|f| ipvs_plan_config(&cfg, &state.node, host.as_ref(), random_fully, *f))
+            .collect()
+    });
+    Ok((families, Box::new(IpvsDataPlane::new(proxiers, configs))))
+}
+
+/// Removes IPVS mode's objects: our virtual servers and `kube-ipvs0`, then every
+/// kube-proxy chain (both families), then the ipsets. A host without ip_vs or
+/// ipset has nothing of them to remove.
+fn cleanup_ipvs(runner: &Arc<dyn Runner>) -> Vec<String> {
+    let mut failed = Vec::new();
+    let ipset = kpr_ipvs::ipset::Ipset::new(runner.clone());
+    let mut table = kpr_ipvs::Ipvs::new().ok();
+    match kpr_ipvs::links::Links::new() {
+        Ok(mut links) => {
+            let table = table.as_mut().map(|t| t as &mut dyn kpr_ipvs::IpvsTable);
+            match kpr_ipvs::cleanup::remove_servers_and_device(table, &mut links, &ipset) {
+                Ok(r) if r.services > 0 || r.device => {
+                    info!(
+                        virtual_servers = r.services,
+                        device = r.device,
+                        "IPVS objects removed"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => failed.extend(e.into_iter().map(|e| format!("ipvs: {e}"))),
+            }
+        }
+        Err(e) => failed.push(format!("ipvs: {e}")),
+    }
+    failed.extend(cleanup_iptables(runner));
+    match ipset.destroy_all() {
+        Ok(0) => {}
+        Ok(n) => info!(sets = n, "ipsets destroyed"),
+        Err(kpr_ipvs::ipset::IpsetError::Spawn { .. }) => {}
+        Err(e) => failed.push(format!("ipset: {e}")),
+    }
+    failed
+}
+
+/// True if IPVS mode left its device on this node.
+fn ipvs_leftovers(host: &dyn Host) -> bool {
+    host.interface_addresses()
+        .iter()
+        .any(|a| a.interface == kpr_ipvs::proxier::DUMMY_DEVICE)
+        || std::path::Path::new("/sys/class/net")
+            .join(kpr_ipvs::proxier::DUMMY_DEVICE)
+            .exists()
+}
+
 /// Where the proxy reads Services, EndpointSlices and its Node from.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -361,12 +549,6 @@ pub async fn run_proxy(
     host: Arc<dyn Host>,
 ) -> anyhow::Result<()> {
     let mode = config.mode();
-    if !matches!(mode, ProxyMode::Iptables | ProxyMode::Nftables) {
-        bail!(
-            "--proxy-mode {}: not implemented yet in kube-proxy-rs (iptables and nftables are)",
-            mode.as_str()
-        );
-    }
     let node = node_name(&config, host.as_ref());
     info!(node = %node, mode = mode.as_str(), source = %input.describe(), "starting kube-proxy-rs");
     // The source first: a bad kubeconfig fails before anything on the node changes.
@@ -385,12 +567,13 @@ pub async fn run_proxy(
         });
     }
     let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
-    cleanup_other_modes(mode, &runner);
+    cleanup_other_modes(mode, &runner, host.as_ref());
     crate::conntrack::apply_settings(&config.conntrack());
     let initial = ProxyState::empty(NodeInfo::named(node.clone()));
     let (families, dataplane) = match mode {
         ProxyMode::Nftables => nftables_dataplane(&config, host.clone(), runner.clone(), &initial)?,
-        _ => iptables_dataplane(&config, host.clone(), runner.clone(), &initial),
+        ProxyMode::Ipvs => ipvs_dataplane(&config, host.clone(), runner.clone(), &initial)?,
+        ProxyMode::Iptables => iptables_dataplane(&config, host.clone(), runner.clone(), &initial),
     };
 
     let mut registry = Registry::default();
@@ -430,7 +613,13 @@ pub async fn run_proxy(
     let timing = Timing {
         min_interval: config.min_sync_period(),
         burst: 2,
-        full_interval: FULL_SYNC_PERIOD,
+        // IPVS mode reads the whole kernel back every syncPeriod (upstream 1.35.1
+        // went back to that after 1.34's one hour).
+        full_interval: if mode == ProxyMode::Ipvs {
+            config.sync_period()
+        } else {
+            FULL_SYNC_PERIOD
+        },
         retry_max: config.sync_period(),
     };
     run(

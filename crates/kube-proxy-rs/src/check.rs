@@ -92,6 +92,22 @@ pub struct Facts {
     pub localhost_node_ports: bool,
     /// Other kube-proxy processes: (pid, command).
     pub other_proxies: Vec<(u32, String)>,
+    /// IPVS mode only: the IPVS table can be opened, ipset >= 6.0 runs, and the
+    /// scheduler's module is loaded (`None`: unknown, it loads on first use).
+    pub ipvs: Option<IpvsFacts>,
+}
+
+/// What `check` found about IPVS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpvsFacts {
+    /// The IPVS netlink family answers, or why not.
+    pub table: Result<(), String>,
+    /// `ipset --version`, or why it failed.
+    pub ipset: Result<String, String>,
+    /// The configured scheduler.
+    pub scheduler: String,
+    /// `/sys/module/ip_vs_<scheduler>` exists.
+    pub scheduler_loaded: bool,
 }
 
 /// Reads the facts for `config` from this node.
@@ -150,6 +166,18 @@ pub fn gather(config: &KubeProxyConfiguration, host: &dyn Host, runner: &Arc<dyn
         route_localnet: host.sysctl("net/ipv4/conf/all/route_localnet"),
         localhost_node_ports: config.localhost_node_ports(),
         other_proxies: other_proxies(),
+        ipvs: (mode == ProxyMode::Ipvs).then(|| {
+            let scheduler = config.ipvs().scheduler.as_str().to_string();
+            IpvsFacts {
+                table: kpr_ipvs::Ipvs::new().map(|_| ()).map_err(|e| e.to_string()),
+                ipset: kpr_ipvs::ipset::Ipset::new(runner.clone())
+                    .version()
+                    .map_err(|e| e.to_string()),
+                scheduler_loaded: std::path::Path::new(&format!("/sys/module/ip_vs_{scheduler}"))
+                    .exists(),
+                scheduler,
+            }
+        }),
     }
 }
 

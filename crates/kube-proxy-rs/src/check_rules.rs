@@ -312,12 +312,41 @@ fn kernel_features(facts: &Facts, mode: ProxyMode, add: &mut Add<'_>) {
                 ),
             }
         }
-        ProxyMode::Ipvs => add(
-            "kernel",
-            Severity::Fail,
-            "--proxy-mode ipvs is not implemented yet in kube-proxy-rs: use iptables or nftables"
-                .into(),
-        ),
+        ProxyMode::Ipvs => match &facts.ipvs {
+            None => add("kernel", Severity::Warn, "IPVS was not probed".into()),
+            Some(ipvs) => {
+                match &ipvs.table {
+                    Err(e) => add(
+                        "kernel",
+                        Severity::Fail,
+                        format!("{e}; IPVS mode refuses to start without it"),
+                    ),
+                    Ok(()) if ipvs.scheduler_loaded => add(
+                        "kernel",
+                        Severity::Pass,
+                        format!("IPVS is available with scheduler {}", ipvs.scheduler),
+                    ),
+                    Ok(()) => add(
+                        "kernel",
+                        Severity::Warn,
+                        format!(
+                            "module ip_vs_{s} is not loaded: the kernel loads it when the first virtual server is created, and IPVS mode refuses to start if it cannot (modprobe ip_vs_{s} to be sure)",
+                            s = ipvs.scheduler
+                        ),
+                    ),
+                }
+                match &ipvs.ipset {
+                    Ok(v) => add("ipset", Severity::Pass, format!("ipset {v}")),
+                    Err(e) => add(
+                        "ipset",
+                        Severity::Fail,
+                        format!(
+                            "{e}: IPVS mode needs the ipset tool (>= 6.0); install the ipset package"
+                        ),
+                    ),
+                }
+            }
+        },
     }
 }
 

@@ -1,3 +1,4 @@
+use super::super::IpvsFacts;
 use super::*;
 
 /// A healthy iptables-mode node.
@@ -22,6 +23,7 @@ fn healthy() -> Facts {
         route_localnet: Some("1".into()),
         localhost_node_ports: true,
         other_proxies: Vec::new(),
+        ipvs: None,
     }
 }
 
@@ -204,4 +206,34 @@ fn ipv6_forwarding_matters_only_with_ipv6_pods() {
         ..facts
     };
     find(&evaluate(&facts), "ipv6_forwarding", Severity::Pass);
+}
+
+/// IPVS mode: a kernel without ip_vs fails, a scheduler not loaded yet warns, a
+/// missing ipset fails.
+#[test]
+fn ipvs_mode_findings() {
+    let mut facts = healthy();
+    facts.mode = Some(ProxyMode::Ipvs);
+    facts.ipvs = Some(IpvsFacts {
+        table: Ok(()),
+        ipset: Ok("v7.17".into()),
+        scheduler: "sh".into(),
+        scheduler_loaded: true,
+    });
+    let findings = evaluate(&facts);
+    assert!(find(&findings, "kernel", Severity::Pass).contains("scheduler sh"));
+    find(&findings, "ipset", Severity::Pass);
+    facts.ipvs = Some(IpvsFacts {
+        table: Err("IPVS is not available".into()),
+        ipset: Err("cannot run ipset --version".into()),
+        scheduler: "sh".into(),
+        scheduler_loaded: false,
+    });
+    let findings = evaluate(&facts);
+    assert!(find(&findings, "kernel", Severity::Fail).contains("refuses to start"));
+    assert!(find(&findings, "ipset", Severity::Fail).contains("install the ipset package"));
+    if let Some(i) = facts.ipvs.as_mut() {
+        i.table = Ok(());
+    }
+    assert!(find(&evaluate(&facts), "kernel", Severity::Warn).contains("modprobe ip_vs_sh"));
 }

@@ -236,6 +236,12 @@ impl ServerObserver {
 impl Observer for ServerObserver {
     fn synced(&mut self, done: &SyncDone<'_>) {
         self.record_sync_events(done);
+        // Health-check listeners first: a client that sees the sync timestamp
+        // move also sees the listeners of the synced state.
+        self.health.set_node_eligible(done.state.node.eligible());
+        if done.ok() {
+            self.sync_service_health(done.state);
+        }
         for r in done.results {
             let changed = r.outcome.as_ref().is_ok_and(|s| !s.skipped);
             self.family_synced(done, r.family, r.outcome.is_ok(), changed);
@@ -265,10 +271,6 @@ impl Observer for ServerObserver {
                     }
                 }
             }
-        }
-        self.health.set_node_eligible(done.state.node.eligible());
-        if done.ok() {
-            self.sync_service_health(done.state);
         }
         if done.ok() {
             let now = SystemTime::now();

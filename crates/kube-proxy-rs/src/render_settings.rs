@@ -152,3 +152,49 @@ pub fn nftables_render_config(
         node_ip: node_ip(config, &state.node, family),
     }
 }
+
+/// Whether `ip` can take Services in IPVS mode: not loopback, not IPv6 link-local
+/// (upstream `isValidForSet`; IPv4 link-local is kept).
+fn usable_node_address(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback(),
+        IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+    }
+}
+
+/// The IPVS plan settings of `family`. Node addresses are those of every interface
+/// but `kube-ipvs0` (which holds the Service addresses); NodePorts take all of
+/// them unless `nodePortAddresses` narrows the set.
+pub fn ipvs_plan_config(
+    config: &KubeProxyConfiguration,
+    node: &NodeInfo,
+    host: &dyn Host,
+    random_fully: bool,
+    family: IpFamily,
+) -> kpr_ipvs::PlanConfig {
+    let node_addresses: std::collections::BTreeSet<IpAddr> = host
+        .interface_addresses()
+        .into_iter()
+        .filter(|a| a.interface != kpr_ipvs::proxier::DUMMY_DEVICE)
+        .map(|a| a.address.addr())
+        .filter(|ip| IpFamily::of(ip) == family && usable_node_address(ip))
+        .collect();
+    let node_port_ips = match node_port_addresses(config, node, host, family).0 {
+        Npa::All => node_addresses.iter().copied().collect(),
+        Npa::Ips(ips) => ips
+            .into_iter()
+            .filter(|ip| node_addresses.contains(ip))
+            .collect(),
+    };
+    kpr_ipvs::PlanConfig {
+        family,
+        scheduler: config.ipvs().scheduler.as_str().to_string(),
+        masquerade_mark: masquerade_mark(config.masquerade_bit()),
+        masquerade_all: config.masquerade_all(),
+        local_detector: local_detector(config, node, family),
+        node_port_ips,
+        node_addresses,
+        node_ip: node_ip(config, node, family),
+        random_fully,
+    }
+}

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kpr_config::{KubeProxyConfiguration, ProxyMode};
 use kpr_conntrack::{Conntrack, ConntrackTable};
 use kpr_iptables::apply::{Backend, Iptables};
@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::app::{load_snapshot, node_name, supported_families};
 use crate::host::Host;
+use crate::render_settings::ipvs_plan_config;
 
 /// What `show` was asked for.
 #[derive(Clone, Debug, Default)]
@@ -56,19 +57,32 @@ pub fn collect(
     let mut frontends = match mode {
         ProxyMode::Iptables => read_iptables(host, &runner)?,
         ProxyMode::Nftables => read_nftables(&runner)?,
-        other => bail!(
-            "show: --proxy-mode {} is not implemented yet in kube-proxy-rs (iptables and nftables are)",
-            other.as_str()
-        ),
+        ProxyMode::Ipvs => read_ipvs(&runner)?,
     };
-    match conntrack_flows() {
-        Ok(flows) => count_connections(&mut frontends, flows),
-        Err(e) => warnings.push(format!("connection counts unavailable: {e:#}")),
+    // IPVS counts its own connections per real server.
+    if mode != ProxyMode::Ipvs {
+        match conntrack_flows() {
+            Ok(flows) => count_connections(&mut frontends, flows),
+            Err(e) => warnings.push(format!("connection counts unavailable: {e:#}")),
+        }
     }
     let drift = match &args.manifests {
         Some(dir) => {
             let (state, _notes) = load_snapshot(dir, &node_name(config, host))?;
-            Some(drift(&wanted(&state), &frontends))
+            let want = if mode == ProxyMode::Ipvs {
+                // IPVS mode has its own semantics (per-address NodePorts, Local
+                // policies falling back to every endpoint): compare with its plan.
+                IpFamily::ALL
+                    .iter()
+                    .flat_map(|f| {
+                        let cfg = ipvs_plan_config(config, &state.node, host, true, *f);
+                        kpr_ipvs::view::planned(&kpr_ipvs::plan(state.family(*f), &cfg))
+                    })
+                    .collect()
+            } else {
+                wanted(&state)
+            };
+            Some(drift(&want, &frontends))
         }
         None => None,
     };
@@ -105,6 +119,26 @@ fn read_nftables(runner: &Arc<dyn Runner>) -> anyhow::Result<Vec<Frontend>> {
                     .with_context(|| format!("reading the {family} nftables table"))?,
             );
         }
+    }
+    Ok(out)
+}
+
+fn read_ipvs(runner: &Arc<dyn Runner>) -> anyhow::Result<Vec<Frontend>> {
+    let mut ipvs = kpr_ipvs::Ipvs::new().context("reading the IPVS table")?;
+    let mut dumped = Vec::new();
+    for vs in ipvs.services().context("reading the IPVS table")? {
+        let reals = ipvs
+            .real_servers(&vs)
+            .with_context(|| format!("reading the real servers of {}", vs.key()))?;
+        dumped.push((vs, reals));
+    }
+    let ipset = kpr_ipvs::ipset::Ipset::new(runner.clone());
+    let mut out = Vec::new();
+    for family in IpFamily::ALL {
+        let sets = ipset
+            .save(family)
+            .with_context(|| format!("reading the {family} ipsets"))?;
+        out.extend(kpr_ipvs::view::frontends(family, &dumped, &sets));
     }
     Ok(out)
 }

@@ -122,6 +122,88 @@ fn dry_run_nftables_loads() {
     );
 }
 
+/// `--dry-run` in IPVS mode prints, per family, the servers in `ipvsadm -Sn` form,
+/// the ipsets in `ipset restore` form and the rules; the sets and rules load as they
+/// are into an empty namespace (the rules need the sets).
+#[test]
+fn dry_run_ipvs_loads() {
+    let examples = root().join("examples/manifests");
+    let out = run(&[
+        "--proxy-mode=ipvs",
+        "--ipvs-scheduler=sh",
+        "--manifests",
+        examples.to_str().unwrap(),
+        "--dry-run",
+        "--hostname-override=node1",
+        "--cluster-cidr=10.244.0.0/16,fd44::/16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("# IPv4 IPVS virtual and real servers (ipvsadm -Sn)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "-A -t 10.96.0.10:80 -s sh\n-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1\n"
+        )
+    );
+    assert!(
+        stdout.contains("-A -t [fd96::30]:7 -s sh"),
+        "IPv6 ClusterIP"
+    );
+    // Split into the parts by their heading lines.
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for line in stdout.lines() {
+        if let Some(head) = line.strip_prefix("# ") {
+            parts.push((head.to_string(), String::new()));
+        } else if let Some((_, body)) = parts.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    let part = |start: &str| -> String {
+        parts
+            .iter()
+            .filter(|(h, _)| h.starts_with(start))
+            .map(|(_, b)| b.clone())
+            .collect()
+    };
+    let ns = Netns::new("dry-ipvs").unwrap();
+    use std::io::Write;
+    for (program, input) in [
+        ("ipset", part("IPv4 ipsets") + &part("IPv6 ipsets")),
+        ("iptables-restore", part("IPv4 rules")),
+        ("ip6tables-restore", part("IPv6 rules")),
+    ] {
+        let mut cmd = ns.command(program);
+        if program == "ipset" {
+            cmd.arg("restore");
+        } else {
+            cmd.arg("--noflush");
+        }
+        let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "{program} takes the dry-run part"
+        );
+    }
+    let sets = ns.sh("ipset list -n").unwrap();
+    assert!(sets.contains("KUBE-6-LOAD-BALANCER-SOURCE-CID"), "{sets}");
+    let rules = ns.sh("iptables -t filter -S KUBE-IPVS-FILTER").unwrap();
+    assert!(
+        rules.contains("--match-set KUBE-IPVS-IPS dst -j REJECT"),
+        "{rules}"
+    );
+    let _ = ns.sh("iptables -t nat -F; iptables -t filter -F; ip6tables -t nat -F; ip6tables -t filter -F; ipset destroy");
+}
+
 /// Each bad input gives one line naming the flag or field and the value, and exit 1.
 #[test]
 fn bad_input_one_line() {

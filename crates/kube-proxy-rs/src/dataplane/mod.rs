@@ -4,9 +4,11 @@
 //! every sync, and a change of settings makes that family's sync full.
 
 mod iptables;
+mod ipvs;
 mod nftables;
 
 pub use iptables::{IptablesDataPlane, render_iptables_dry_run};
+pub use ipvs::{IpvsDataPlane, render_ipvs_dry_run};
 pub use nftables::{NftablesDataPlane, render_nftables_dry_run};
 
 use kpr_model::{IpFamily, ProxyState};
@@ -37,7 +39,7 @@ pub struct FamilySync {
 
 /// A proxy mode's kernel side.
 pub trait DataPlane: Send {
-    /// The mode's name (`iptables`, `nftables`).
+    /// The mode's name (`iptables`, `nftables`, `ipvs`).
     fn mode(&self) -> &'static str;
     /// Syncs every family; a failure in one does not stop the others.
     fn sync(&mut self, state: &ProxyState, full: bool) -> Vec<FamilySync>;

@@ -120,6 +120,7 @@ impl Lab {
         // Also sets nftables.minSyncPeriod (upstream shares the flag).
         .args(match self.mode.as_str() {
             "iptables" | "nftables" => vec!["--iptables-min-sync-period=0s"],
+            "ipvs" => vec!["--ipvs-min-sync-period=0s"],
             _ => vec![],
         })
         .args(&self.extra_args)
@@ -187,13 +188,15 @@ impl Lab {
             .reduce(f64::max)
     }
 
-    /// Waits (at most 10 s) until node `i` has synced after `since`.
+    /// Waits (at most 10 s, or 90 s inside the emulated VM where every process
+    /// start is many times slower) until node `i` has synced after `since`.
     pub fn wait_synced(&self, i: u8, since: SystemTime) {
         let since = since
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let limit = if in_vm() { 90 } else { 10 };
+        let deadline = Instant::now() + Duration::from_secs(limit);
         while Instant::now() < deadline {
             if self.last_sync(i).is_some_and(|t| t > since) {
                 return;
@@ -209,7 +212,7 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("node{i} did not sync within 10 s:\n{}", self.log(i));
+        panic!("node{i} did not sync within {limit} s:\n{}", self.log(i));
     }
 
     /// Writes a manifest and waits until both proxies have synced it.
@@ -274,9 +277,25 @@ impl Drop for Lab {
             for i in 1..=2 {
                 eprintln!("--- kube-proxy-rs log, node{i} ---\n{}", self.log(i));
             }
+            if self.mode == "ipvs" {
+                let ns = &self.cluster.node(1).host.ns;
+                let state = ns.sh(
+                    "ipvsadm -Ln; ip addr show kube-ipvs0; ip route show table local | grep kube-ipvs0; ipset list -t | grep -E 'Name|entries'; iptables-save -t nat; iptables-save -t filter",
+                );
+                eprintln!(
+                    "--- node1 kernel ---\n{}",
+                    state.unwrap_or_else(|e| e.to_string())
+                );
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// True inside the emulated VM (`kpr_netns_lab::vm`), where everything is several
+/// times slower.
+pub fn in_vm() -> bool {
+    std::env::var_os(kpr_netns_lab::vm::IN_VM_VAR).is_some()
 }
 
 /// Counts answers per backend name.

@@ -87,10 +87,15 @@ pub fn external_traffic_policy(mode: &str) {
     assert!(body.contains("\"localEndpoints\": 0"), "{body}");
     assert_eq!(hc(2).unwrap().0, 200);
     lab.delete("local.yaml");
-    assert!(
-        hc(1).is_err(),
-        "the port is closed after the Service is deleted"
-    );
+    // The listener's task ends asynchronously: allow it a moment.
+    let closed = (0..30).any(|_| {
+        let gone = hc(1).is_err();
+        if !gone {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        gone
+    });
+    assert!(closed, "the port is closed after the Service is deleted");
 }
 
 /// internalTrafficPolicy Local: pods reach only their node's endpoints; a node
@@ -135,11 +140,14 @@ pub fn internal_traffic_policy(mode: &str) {
         Duration::from_millis(700),
     )
     .unwrap_err();
-    assert_eq!(
-        err,
-        RequestError::TimedOut,
-        "node2 has no local endpoint: dropped"
-    );
+    // iptables and nftables drop; IPVS has a virtual server without real servers,
+    // which answers with an ICMP port unreachable (upstream's IPVS mode too).
+    let want = if mode == "ipvs" {
+        RequestError::Refused
+    } else {
+        RequestError::TimedOut
+    };
+    assert_eq!(err, want, "node2 has no local endpoint: no connection");
 }
 
 /// sessionAffinity ClientIP: one client sticks to one endpoint, and is released
@@ -174,6 +182,13 @@ pub fn session_affinity(mode: &str) {
             first,
             "sticky within the timeout"
         );
+    }
+    // IPVS keeps a persistence template alive while connections it made linger:
+    // closed TCP connections stay in IPVS's TIME_WAIT for 2 minutes (a fixed
+    // kernel timeout), so the affinity outlives timeoutSeconds by that much, in
+    // upstream's IPVS mode as here. The expiry is checked in the other modes.
+    if mode == "ipvs" {
+        return;
     }
     // After 2 s of silence the affinity is gone: a new connection may pick the
     // other endpoint (bounded: 10 rounds, 1 in 1024 to see the same one each time).

@@ -64,7 +64,11 @@ pub fn churn(mode: &str) {
         "{} new connections reached the removed endpoint after the sync",
         late.len()
     );
-    assert!(results.iter().filter(|(t, _)| *t > synced).count() > 50);
+    // Enough requests after the sync to mean something (the emulated VM of the
+    // IPVS runs manages far fewer per second).
+    let after = results.iter().filter(|(t, _)| *t > synced).count();
+    let enough = if super::super::in_vm() { 10 } else { 50 };
+    assert!(after > enough, "only {after} requests after the sync");
     assert!(
         results.iter().all(|(_, r)| r.is_ok()),
         "removing an endpoint (still running) failed no connection"
@@ -157,6 +161,10 @@ pub fn broken_rule_is_detected(mode: &str) {
             )
             .unwrap();
         }
+        "ipvs" => {
+            node.exec("ipvsadm", &["-D", "-t", "10.96.0.10:80"])
+                .unwrap();
+        }
         other => panic!("no rule breaker for mode {other}"),
     }
     let broken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&lab)));
@@ -170,10 +178,12 @@ pub fn broken_rule_is_detected(mode: &str) {
 fn has_objects(lab: &Lab, i: u8, mode: &str) -> bool {
     let node = &lab.cluster.node(i).host.ns;
     match mode {
+        // IPVS mode has a nat KUBE-SERVICES too; only iptables mode has canaries.
         "iptables" => node
             .sh("iptables-save -t nat")
             .unwrap()
-            .contains("KUBE-SERVICES"),
+            .contains(":KUBE-PROXY-CANARY"),
+        "ipvs" => node.ip(&["link", "show", "kube-ipvs0"]).is_ok(),
         "nftables" => node.sh("nft list tables").unwrap().contains("kube-proxy"),
         other => panic!("no object check for mode {other}"),
     }
