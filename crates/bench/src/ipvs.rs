@@ -135,10 +135,10 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
         let report = proxier.sync(state, false)?;
         Ok(Partial {
             full: report.full,
-            services_changed: report.services_examined,
+            services_changed: report.services_changed,
             detail: Some(format!(
-                "{} IPVS operations, {} bytes",
-                report.operations, report.bytes
+                "{} virtual servers, {} IPVS operations, {} bytes",
+                report.services_examined, report.operations, report.bytes
             )),
         })
     })?;

@@ -122,6 +122,8 @@ pub struct SyncReport {
     pub skipped: bool,
     /// Virtual servers whose real servers were compared.
     pub services_examined: usize,
+    /// Services (by name) those virtual servers belong to.
+    pub services_changed: usize,
     /// IPVS operations sent.
     pub operations: usize,
     /// Real servers draining at weight 0 after the sync.
@@ -299,6 +301,11 @@ impl FamilyProxier {
                 .filter(|k| wanted.services.contains_key(k)),
         );
         report.services_examined = examine.len();
+        report.services_changed = examine
+            .iter()
+            .map(|k| &wanted.services[k].service.service)
+            .collect::<BTreeSet<_>>()
+            .len();
         let mut ops = Vec::new();
         for key in &examine {
             let reals = &wanted.services[key].reals;

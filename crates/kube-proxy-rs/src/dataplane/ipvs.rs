@@ -52,7 +52,7 @@ impl DataPlane for IpvsDataPlane {
                     .map(|r| SyncSummary {
                         full: r.full,
                         skipped: r.skipped,
-                        services_changed: r.services_examined,
+                        services_changed: r.services_changed,
                         bytes: r.bytes,
                         counters: vec![
                             ("ipvs_operations", r.operations as u64),
