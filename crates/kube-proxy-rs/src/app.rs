@@ -567,14 +567,15 @@ pub async fn run_proxy(
         });
     }
     let runner: Arc<dyn Runner> = Arc::new(ProcessRunner);
-    cleanup_other_modes(mode, &runner, host.as_ref());
-    crate::conntrack::apply_settings(&config.conntrack());
     let initial = ProxyState::empty(NodeInfo::named(node.clone()));
+    // The mode's preflight first: a node that cannot run the mode is left as it is.
     let (families, dataplane) = match mode {
         ProxyMode::Nftables => nftables_dataplane(&config, host.clone(), runner.clone(), &initial)?,
         ProxyMode::Ipvs => ipvs_dataplane(&config, host.clone(), runner.clone(), &initial)?,
         ProxyMode::Iptables => iptables_dataplane(&config, host.clone(), runner.clone(), &initial),
     };
+    cleanup_other_modes(mode, &runner, host.as_ref());
+    crate::conntrack::apply_settings(&config.conntrack());
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
