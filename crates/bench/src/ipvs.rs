@@ -9,7 +9,7 @@ use std::time::Instant;
 use kpr_bench::generate::Shape;
 use kpr_iptables::apply::{Backend, Iptables};
 use kpr_iptables::exec::Runner;
-use kpr_ipvs::cleanup::Device;
+use kpr_ipvs::device::Device;
 use kpr_ipvs::ipset::Ipset;
 use kpr_ipvs::links::Links;
 use kpr_ipvs::{FamilyProxier, Ipvs, Operation, PlanConfig, plan};

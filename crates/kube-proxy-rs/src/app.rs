@@ -414,7 +414,7 @@ fn ipvs_dataplane(
             ipvs_plan_config(config, &initial.node, host.as_ref(), random_fully, *family),
             settings.exclude_cidrs.clone(),
             Box::new(table),
-            Box::new(kpr_ipvs::cleanup::Device(device)),
+            Box::new(kpr_ipvs::device::Device(device)),
             ipset.clone(),
             iptables_for(*family, runner.clone()),
         ));
