@@ -78,7 +78,8 @@ pub struct JumpRule {
     pub new_only: bool,
 }
 
-const fn jump(
+/// A jump rule into `to` from the built-in chain `from` of `table`.
+pub const fn jump(
     table: &'static str,
     to: &'static str,
     from: &'static str,
@@ -362,10 +363,23 @@ impl Iptables {
     /// creates the canary chains. Reads each table once; returns how many jump rules
     /// were missing and the nat chains that exist (for stale-chain deletion).
     pub fn ensure_jumps_and_canaries(&self) -> Result<Ensured, ApplyError> {
+        self.ensure_jumps(&JUMP_RULES, &["filter", "nat", "mangle"], true)
+    }
+
+    /// Makes sure the chains `rules` jump to exist (and, with `canaries`, the canary
+    /// chain in each of `tables`) and that every rule is in its built-in chain; a
+    /// missing one is inserted first, as upstream. Reads each table once and writes
+    /// with one restore.
+    pub fn ensure_jumps(
+        &self,
+        rules: &[JumpRule],
+        tables: &[&str],
+        canaries: bool,
+    ) -> Result<Ensured, ApplyError> {
         let mut missing = 0;
         let mut nat_chains = BTreeSet::new();
         let mut input = String::new();
-        for table in ["filter", "nat", "mangle"] {
+        for &table in tables {
             // Only the built-in chains' rules matter here.
             let dump = self.save_selected(Some(table), |c| !c.starts_with("KUBE-"))?;
             if table == "nat" {
@@ -379,12 +393,14 @@ impl Iptables {
             // Declaring a chain that exists would flush it, so only missing ones.
             let has_chain =
                 |c: &str| existing.is_some_and(|t| t.chains.iter().any(|ch| ch.name == c));
-            let mut ours: Vec<&str> = JUMP_RULES
+            let mut ours: Vec<&str> = rules
                 .iter()
                 .filter(|j| j.table == table)
                 .map(|j| j.to)
                 .collect();
-            ours.push(KUBE_PROXY_CANARY);
+            if canaries {
+                ours.push(KUBE_PROXY_CANARY);
+            }
             ours.sort_unstable();
             ours.dedup();
             for c in ours {
@@ -392,7 +408,7 @@ impl Iptables {
                     input.push_str(&format!(":{c} - [0:0]\n"));
                 }
             }
-            for j in JUMP_RULES.iter().filter(|j| j.table == table) {
+            for j in rules.iter().filter(|j| j.table == table) {
                 let present = existing
                     .and_then(|t| t.chains.iter().find(|c| c.name == j.from))
                     .is_some_and(|c| {

@@ -226,7 +226,9 @@ impl FamilyProxier {
             report.skipped = true;
             return Ok(report);
         }
-        let result = self.apply(&wanted, full, now, &mut report);
+        // The last plan is moved out, not copied: it is replaced below either way.
+        let last = if full { None } else { self.last.take() };
+        let result = self.apply(&wanted, last.as_ref(), now, &mut report);
         match result {
             Ok(()) => self.last = Some(wanted),
             Err(_) => self.last = None,
@@ -238,39 +240,46 @@ impl FamilyProxier {
     fn apply(
         &mut self,
         wanted: &Plan,
-        full: bool,
+        last: Option<&Plan>,
         now: Instant,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
         let family = self.config.family;
-        let last = if full { None } else { self.last.clone() };
+        let full = last.is_none();
         self.links.ensure_dummy().map_err(SyncError::Device)?;
 
         // ipsets first: the rules written below match on them.
-        let current_sets: SetEntries = match &last {
-            Some(l) => l.sets.clone(),
-            None => self.ipset.save(family)?,
+        let saved: SetEntries;
+        let current_sets = match last {
+            Some(l) => &l.sets,
+            None => {
+                saved = self.ipset.save(family)?;
+                &saved
+            }
         };
-        let script = sets::restore_script(&current_sets, &wanted.sets, family);
+        let script = sets::restore_script(current_sets, &wanted.sets, family);
         report.bytes += script.len();
         self.ipset.restore(&script)?;
 
         // Virtual servers: create or update before binding their address.
-        let kernel: BTreeMap<ServiceKey, VirtualServer> = match &last {
-            Some(l) => l.services.iter().map(|(k, p)| (*k, p.vs.clone())).collect(),
+        let dumped: Vec<VirtualServer> = match last {
+            Some(_) => Vec::new(),
             None => self
                 .table
                 .services()?
                 .into_iter()
                 .filter(|vs| IpFamily::of(&vs.address) == family)
-                .map(|vs| (vs.key(), vs))
                 .collect(),
+        };
+        let kernel: BTreeMap<ServiceKey, &VirtualServer> = match last {
+            Some(l) => l.services.iter().map(|(k, p)| (*k, &p.vs)).collect(),
+            None => dumped.iter().map(|vs| (vs.key(), vs)).collect(),
         };
         let mut ops = Vec::new();
         for (key, planned) in &wanted.services {
             match kernel.get(key) {
                 None => ops.push(Operation::AddService(planned.vs.clone())),
-                Some(vs) if *vs != planned.vs => {
+                Some(vs) if **vs != planned.vs => {
                     ops.push(Operation::UpdateService(planned.vs.clone()))
                 }
                 Some(_) => {}
@@ -278,11 +287,15 @@ impl FamilyProxier {
         }
         let mut refused = self.send(&ops, report)?;
 
-        let bound = match &last {
-            Some(l) => l.bind.clone(),
-            None => self.links.bound(family).map_err(SyncError::Device)?,
+        let read: BTreeSet<IpAddr>;
+        let bound = match last {
+            Some(l) => &l.bind,
+            None => {
+                read = self.links.bound(family).map_err(SyncError::Device)?;
+                &read
+            }
         };
-        for ip in wanted.bind.difference(&bound) {
+        for ip in wanted.bind.difference(bound) {
             self.links.bind(*ip).map_err(SyncError::Device)?;
         }
 
@@ -291,7 +304,7 @@ impl FamilyProxier {
         let mut examine: BTreeSet<ServiceKey> = wanted
             .services
             .iter()
-            .filter(|(k, p)| last.as_ref().is_none_or(|l| l.services.get(k) != Some(*p)))
+            .filter(|(k, p)| last.is_none_or(|l| l.services.get(k) != Some(*p)))
             .map(|(k, _)| *k)
             .collect();
         examine.extend(
@@ -316,7 +329,7 @@ impl FamilyProxier {
         if full {
             self.ensure_jumps()?;
         }
-        if full || last.as_ref().is_none_or(|l| l.iptables != wanted.iptables) {
+        if last.is_none_or(|l| l.iptables != wanted.iptables) {
             report.bytes += wanted.iptables.len();
             self.ipt.restore(&wanted.iptables)?;
         }
@@ -416,45 +429,9 @@ impl FamilyProxier {
     /// Makes sure our chains exist and the built-in chains jump to them (each
     /// missing jump inserted first, as upstream).
     fn ensure_jumps(&self) -> Result<(), ApplyError> {
-        let mut input = String::new();
-        for table in ["nat", "filter"] {
-            let dump = self
-                .ipt
-                .save_selected(Some(table), |c| !c.starts_with("KUBE-"))?;
-            let existing = dump.table(table);
-            let has_chain =
-                |c: &str| existing.is_some_and(|t| t.chains.iter().any(|ch| ch.name == c));
-            let mut lines = String::new();
-            let mut ours: Vec<&str> = JUMPS.iter().filter(|j| j.0 == table).map(|j| j.2).collect();
-            ours.sort_unstable();
-            ours.dedup();
-            for c in ours {
-                if !has_chain(c) {
-                    lines.push_str(&format!(":{c} - [0:0]\n"));
-                }
-            }
-            for (_, from, to, comment) in JUMPS.iter().filter(|j| j.0 == table) {
-                let present = existing
-                    .and_then(|t| t.chains.iter().find(|c| c.name == *from))
-                    .is_some_and(|c| {
-                        c.rules.iter().any(|r| {
-                            r.jump.as_deref() == Some(*to) && r.comment.as_deref() == Some(*comment)
-                        })
-                    });
-                if !present {
-                    lines.push_str(&format!(
-                        "-I {from} 1 -m comment --comment \"{comment}\" -j {to}\n"
-                    ));
-                }
-            }
-            if !lines.is_empty() {
-                input.push_str(&format!("*{table}\n{lines}COMMIT\n"));
-            }
-        }
-        if input.is_empty() {
-            return Ok(());
-        }
-        self.ipt.restore(&input)
+        self.ipt
+            .ensure_jumps(&JUMPS, &["nat", "filter"], false)
+            .map(|_| ())
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use kpr_iptables::apply::{JumpRule, jump};
 use kpr_iptables::config::IptablesMatch;
 use kpr_model::IpFamily;
 
@@ -30,65 +31,71 @@ pub const FILTER_CHAINS: [&str; 6] = [
     "KUBE-IPVS-OUT-FILTER",
 ];
 
-/// A jump from a built-in chain to one of ours: (table, from, to, comment).
-pub type Jump = (&'static str, &'static str, &'static str, &'static str);
-
-/// The jump rules, in upstream's order (each missing one is inserted first in its
-/// chain).
-pub const JUMPS: [Jump; 9] = [
-    (
+/// The jump rules from the built-in chains, in upstream's order (each missing one
+/// is inserted first in its chain).
+pub const JUMPS: [JumpRule; 9] = [
+    jump(
         "nat",
-        "OUTPUT",
         "KUBE-SERVICES",
+        "OUTPUT",
         "kubernetes service portals",
+        false,
     ),
-    (
+    jump(
         "nat",
+        "KUBE-SERVICES",
         "PREROUTING",
-        "KUBE-SERVICES",
         "kubernetes service portals",
+        false,
     ),
-    (
+    jump(
         "nat",
-        "POSTROUTING",
         "KUBE-POSTROUTING",
+        "POSTROUTING",
         "kubernetes postrouting rules",
+        false,
     ),
-    (
+    jump(
         "filter",
-        "FORWARD",
         "KUBE-FORWARD",
-        "kubernetes forwarding rules",
-    ),
-    (
-        "filter",
-        "INPUT",
-        "KUBE-NODE-PORT",
-        "kubernetes health check rules",
-    ),
-    (
-        "filter",
-        "INPUT",
-        "KUBE-PROXY-FIREWALL",
-        "kube-proxy firewall rules",
-    ),
-    (
-        "filter",
         "FORWARD",
-        "KUBE-PROXY-FIREWALL",
-        "kube-proxy firewall rules",
+        "kubernetes forwarding rules",
+        false,
     ),
-    (
+    jump(
         "filter",
+        "KUBE-NODE-PORT",
         "INPUT",
-        "KUBE-IPVS-FILTER",
-        "kubernetes ipvs access filter",
+        "kubernetes health check rules",
+        false,
     ),
-    (
+    jump(
         "filter",
-        "OUTPUT",
-        "KUBE-IPVS-OUT-FILTER",
+        "KUBE-PROXY-FIREWALL",
+        "INPUT",
+        "kube-proxy firewall rules",
+        false,
+    ),
+    jump(
+        "filter",
+        "KUBE-PROXY-FIREWALL",
+        "FORWARD",
+        "kube-proxy firewall rules",
+        false,
+    ),
+    jump(
+        "filter",
+        "KUBE-IPVS-FILTER",
+        "INPUT",
         "kubernetes ipvs access filter",
+        false,
+    ),
+    jump(
+        "filter",
+        "KUBE-IPVS-OUT-FILTER",
+        "OUTPUT",
+        "kubernetes ipvs access filter",
+        false,
     ),
 ];
 
