@@ -58,15 +58,14 @@ pub fn remove_servers_and_device(
             Ok(a) => bound.extend(a),
             Err(e) => errors.push(format!("{DUMMY_DEVICE}: {e}")),
         }
-        let sets = match ipset.save(family) {
-            Ok(s) => s,
-            Err(e) => {
-                // No ipset tool or no sets: nothing named there.
-                tracing::debug!(error = %e, "no ipsets to read");
-                Default::default()
-            }
-        };
-        for (set, entries) in &sets {
+    }
+    let saved = ipset.save_both().unwrap_or_else(|e| {
+        // No ipset tool or no sets: nothing named there.
+        tracing::debug!(error = %e, "no ipsets to read");
+        IpFamily::ALL.map(|f| (f, Default::default()))
+    });
+    for (_, sets) in &saved {
+        for (set, entries) in sets {
             let proto = match set {
                 Set::NodePortTcp => Some(Protocol::Tcp),
                 Set::NodePortUdp => Some(Protocol::Udp),

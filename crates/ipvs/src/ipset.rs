@@ -114,6 +114,12 @@ impl Ipset {
         Ok(sets::parse_save(&out.stdout, family))
     }
 
+    /// Our sets of both families, from one `ipset save`.
+    pub fn save_both(&self) -> Result<[(IpFamily, SetEntries); 2], IpsetError> {
+        let out = self.run("save", &["save"], None)?;
+        Ok(IpFamily::ALL.map(|family| (family, sets::parse_save(&out.stdout, family))))
+    }
+
     /// Runs `ipset restore` with `script` (nothing when it is empty).
     pub fn restore(&self, script: &str) -> Result<(), IpsetError> {
         if script.is_empty() {

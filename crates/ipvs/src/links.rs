@@ -515,9 +515,9 @@ fn address_family(family: IpFamily) -> AddressFamily {
     }
 }
 
-/// Whether an address of a dump belongs in a list of `family`'s addresses:
-/// as upstream's `isValidForSet`, neither loopback nor IPv6 link-local.
-fn listed(ip: IpAddr, family: IpFamily) -> bool {
+/// Whether an address belongs in a list of `family`'s node addresses: as
+/// upstream's `isValidForSet`, neither loopback nor IPv6 link-local.
+pub fn listed(ip: IpAddr, family: IpFamily) -> bool {
     if IpFamily::of(&ip) != family || ip.to_canonical().is_loopback() {
         return false;
     }

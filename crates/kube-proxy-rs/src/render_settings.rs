@@ -153,15 +153,6 @@ pub fn nftables_render_config(
     }
 }
 
-/// Whether `ip` can take Services in IPVS mode: not loopback, not IPv6 link-local
-/// (upstream `isValidForSet`; IPv4 link-local is kept).
-fn usable_node_address(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => !v4.is_loopback(),
-        IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
-    }
-}
-
 /// The IPVS plan settings of `family`. Node addresses are those of every interface
 /// but `kube-ipvs0` (which holds the Service addresses); NodePorts take all of
 /// them unless `nodePortAddresses` narrows the set.
@@ -177,7 +168,7 @@ pub fn ipvs_plan_config(
         .into_iter()
         .filter(|a| a.interface != kpr_ipvs::proxier::DUMMY_DEVICE)
         .map(|a| a.address.addr())
-        .filter(|ip| IpFamily::of(ip) == family && usable_node_address(ip))
+        .filter(|ip| kpr_ipvs::links::listed(*ip, family))
         .collect();
     let node_port_ips = match node_port_addresses(config, node, host, family).0 {
         Npa::All => node_addresses.iter().copied().collect(),

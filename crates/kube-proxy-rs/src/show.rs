@@ -132,13 +132,12 @@ fn read_ipvs(runner: &Arc<dyn Runner>) -> anyhow::Result<Vec<Frontend>> {
             .with_context(|| format!("reading the real servers of {}", vs.key()))?;
         dumped.push((vs, reals));
     }
-    let ipset = kpr_ipvs::ipset::Ipset::new(runner.clone());
+    let saved = kpr_ipvs::ipset::Ipset::new(runner.clone())
+        .save_both()
+        .context("reading the ipsets")?;
     let mut out = Vec::new();
-    for family in IpFamily::ALL {
-        let sets = ipset
-            .save(family)
-            .with_context(|| format!("reading the {family} ipsets"))?;
-        out.extend(kpr_ipvs::view::frontends(family, &dumped, &sets));
+    for (family, sets) in &saved {
+        out.extend(kpr_ipvs::view::frontends(*family, &dumped, sets));
     }
     Ok(out)
 }
