@@ -2,13 +2,14 @@
 //! namespace as the baseline, the proxier's first and forced full syncs, and one
 //! endpoint change and one new Service as partial syncs.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kpr_bench::generate::Shape;
 use kpr_iptables::exec::Runner;
 use kpr_model::{IpFamily, LocalDetector, NodePortAddresses, Objects, ProxyState};
 use kpr_netns_lab::Netns;
+use kpr_nftables::netlink::NfTables;
 use kpr_nftables::nft::Nft;
 use kpr_nftables::objects::Family;
 use kpr_nftables::{FamilyProxier, RenderConfig, render_ruleset};
@@ -77,7 +78,12 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
 
     let ns = Netns::new("bench")?;
     let runner: Arc<dyn Runner> = Arc::new(InNetns(ns.name().to_string()));
-    let mut proxier = FamilyProxier::new(Nft::new(Family(IpFamily::V4), runner), config);
+    // Transactions over netlink, as the proxy sends them; `nft -f` of the same
+    // partial transaction is measured below as the baseline.
+    let socket = ns.enter(NfTables::new)??;
+    let nft =
+        Nft::new(Family(IpFamily::V4), runner.clone()).with_netlink(Arc::new(Mutex::new(socket)));
+    let mut proxier = FamilyProxier::new(nft, config);
     let start = Instant::now();
     proxier.sync(family_state, true)?;
     row("first full sync (empty kernel)", ms(start.elapsed()));
@@ -94,8 +100,16 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
         ms(median(full)),
     );
 
+    let (mut kept, mut calls) = (Vec::new(), 0usize);
     partial_syncs(args, shape, objs, |state| {
         let report = proxier.sync(state, false)?;
+        calls += 1;
+        // Odd calls are endpoint changes: keep their transactions for the baseline.
+        if calls % 2 == 1
+            && let Some(tx) = proxier.last_partial_transaction()
+        {
+            kept.push(tx.clone());
+        }
         Ok(Partial {
             full: report.full,
             services_changed: report.services_changed,
@@ -105,6 +119,21 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
             )),
         })
     })?;
+    // Baseline: each endpoint change's transaction again, through `nft -f` into the
+    // same table (it only adds and flushes, so the table keeps its size).
+    let mut replays = Vec::new();
+    for tx in &kept {
+        let start = Instant::now();
+        let out = runner.run("nft", &["-f", "-"], Some(tx.text().as_bytes()))?;
+        replays.push(start.elapsed());
+        anyhow::ensure!(out.success(), "nft -f replay failed: {}", out.stderr);
+    }
+    if !replays.is_empty() {
+        row(
+            "baseline: that endpoint change's transaction via nft -f",
+            ms(median(replays)),
+        );
+    }
     drop(proxier);
     drop(ns);
     Ok(())

@@ -2,7 +2,7 @@
 //! and running the proxy.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -12,6 +12,7 @@ use kpr_iptables::exec::{ProcessRunner, Runner};
 use kpr_iptables::{NfacctCounters, RenderConfig};
 use kpr_kube_source::{ClientSettings, EventRecorder, EventType, NodeEvent, SourceConfig};
 use kpr_model::{IpFamily, NodeInfo, ProxyState, Store};
+use kpr_nftables::netlink::NfTables;
 use kpr_nftables::nft::{Nft, NftError};
 use kpr_nftables::objects::Family as NftFamily;
 use kpr_server::{Metrics, ProxyHealth, ServerState};
@@ -286,9 +287,27 @@ fn nftables_dataplane(
         families.retain(|f| *f == IpFamily::V4);
     }
     info!(families = ?families, "nftables available");
+    // Transactions go over one nf_tables netlink socket (no nft cache reload per
+    // change); without it, through `nft -f`.
+    let socket = match NfTables::new() {
+        Ok(s) => {
+            info!("nftables transactions go over netlink");
+            Some(Arc::new(Mutex::new(s)))
+        }
+        Err(e) => {
+            warn!(error = %e, "nf_tables netlink unavailable; applying changes with nft -f");
+            None
+        }
+    };
     let tools = families
         .iter()
-        .map(|f| Nft::new(NftFamily(*f), runner.clone()))
+        .map(|f| {
+            let nft = Nft::new(NftFamily(*f), runner.clone());
+            match &socket {
+                Some(s) => nft.with_netlink(s.clone()),
+                None => nft,
+            }
+        })
         .collect();
     let cfg = config.clone();
     let fams = families.clone();

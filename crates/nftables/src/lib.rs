@@ -6,6 +6,7 @@
 
 pub mod listing;
 pub mod names;
+pub mod netlink;
 pub mod nft;
 pub mod objects;
 pub mod proxier;

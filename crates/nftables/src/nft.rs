@@ -1,13 +1,15 @@
-//! The `nft` tool for one family's table: the only code here that touches the kernel.
-//! Transactions go through `nft -f -` (atomic: all or nothing); the table is read with
-//! `nft --json list`.
+//! The `nft` tool for one family's table: with [`crate::netlink`], the only code here
+//! that touches the kernel. Transactions go over netlink when a socket is attached
+//! (see [`Nft::with_netlink`]) and through `nft -f -` otherwise or when an operation
+//! has no netlink form; both are atomic. The table is read with `nft --json list`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kpr_exec::{Output, Runner};
 
 use crate::listing::{Listing, ListingError};
 use crate::names::TABLE;
+use crate::netlink::{ApplyError, NetlinkError, NfTables};
 use crate::objects::Family;
 use crate::transaction::Transaction;
 
@@ -30,6 +32,9 @@ pub enum NftError {
     /// The listing did not parse.
     #[error(transparent)]
     Listing(#[from] ListingError),
+    /// A netlink transaction failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
 }
 
 fn short(stderr: &str) -> String {
@@ -46,6 +51,7 @@ fn short(stderr: &str) -> String {
 pub struct Nft {
     family: Family,
     runner: Arc<dyn Runner>,
+    netlink: Option<Arc<Mutex<NfTables>>>,
 }
 
 impl std::fmt::Debug for Nft {
@@ -59,7 +65,23 @@ impl std::fmt::Debug for Nft {
 impl Nft {
     /// nft for `family`, run through `runner`.
     pub fn new(family: Family, runner: Arc<dyn Runner>) -> Self {
-        Self { family, runner }
+        Self {
+            family,
+            runner,
+            netlink: None,
+        }
+    }
+
+    /// Sends transactions over `socket` (in the namespace it was opened in) instead of
+    /// `nft -f`, except those with an operation it has no form for.
+    pub fn with_netlink(mut self, socket: Arc<Mutex<NfTables>>) -> Self {
+        self.netlink = Some(socket);
+        self
+    }
+
+    /// True if transactions go over netlink.
+    pub fn uses_netlink(&self) -> bool {
+        self.netlink.is_some()
     }
 
     /// The family.
@@ -84,6 +106,18 @@ impl Nft {
     pub fn apply(&self, tx: &Transaction) -> Result<(), NftError> {
         if tx.is_empty() {
             return Ok(());
+        }
+        if let Some(socket) = &self.netlink {
+            let mut socket = socket
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match socket.apply(tx) {
+                Ok(()) => return Ok(()),
+                Err(ApplyError::Failed(e)) => return Err(e.into()),
+                Err(ApplyError::Unsupported(why)) => {
+                    tracing::debug!(family = self.family.word(), "sending with nft -f: {why}");
+                }
+            }
         }
         self.run(&["-f", "-"], Some(tx.text())).map(|_| ())
     }

@@ -71,6 +71,7 @@ pub struct FamilyProxier {
     last: Option<FamilyState>,
     stale: HashMap<String, Instant>,
     synced_once: bool,
+    last_partial: Option<Transaction>,
 }
 
 impl FamilyProxier {
@@ -83,6 +84,7 @@ impl FamilyProxier {
             last: None,
             stale: HashMap::new(),
             synced_once: false,
+            last_partial: None,
         }
     }
 
@@ -108,6 +110,12 @@ impl FamilyProxier {
     pub fn invalidate(&mut self) {
         self.synced = None;
         self.last = None;
+    }
+
+    /// The transaction of the last partial sync that wrote something (for
+    /// benchmarks and debugging; full syncs are not kept, they are large).
+    pub fn last_partial_transaction(&self) -> Option<&Transaction> {
+        self.last_partial.as_ref()
     }
 
     /// Flushed chains waiting for deletion, with when they were flushed.
@@ -224,6 +232,7 @@ impl FamilyProxier {
         for name in plan.newly_stale {
             self.stale.entry(name).or_insert(now);
         }
+        self.last_partial = (!full).then_some(plan.tx);
         self.last = Some(state.clone());
         self.synced_once = true;
         Ok(report)

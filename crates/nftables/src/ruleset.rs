@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::names::TABLE;
-use crate::objects::{Chain, Element, Family, Key, Set, chain_decl, element_text, set_decl};
+use crate::objects::{Chain, Element, Family, Key, Set};
 use crate::render::Fragment;
+use crate::transaction::Transaction;
 
 /// Everything in one family's `kube-proxy` table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,37 +58,32 @@ impl Ruleset {
         )
     }
 
-    /// A transaction creating this ruleset in an empty namespace (`nft -f` input):
-    /// table, chains, sets and maps, then rules, then elements, so that every
-    /// reference is defined before use.
-    pub fn creation_script(&self) -> String {
-        let fam = self.family;
-        let mut out = String::with_capacity(self.chains.len() * 160 + self.elements.len() * 80);
-        out.push_str(&self.table_line());
-        out.push('\n');
+    /// A transaction creating this ruleset in an empty namespace: table, chains,
+    /// sets and maps, then rules, then elements, so that every reference is defined
+    /// before use.
+    pub fn creation(&self) -> Transaction {
+        let mut tx = Transaction::new(self.family);
+        tx.add_table();
         for c in self.chains.values() {
-            out.push_str(&chain_decl(fam, c));
-            out.push('\n');
+            tx.add_chain(c);
         }
         for s in self.sets.values() {
-            out.push_str(&set_decl(fam, s));
-            out.push('\n');
+            tx.add_set(s);
         }
         for c in self.chains.values() {
             for r in &c.rules {
-                out.push_str(&format!(
-                    "add rule {} {TABLE} {} {}\n",
-                    fam.word(),
-                    c.name,
-                    r.text(fam)
-                ));
+                tx.add_rule(&c.name, r);
             }
         }
         for e in self.elements.values() {
-            out.push_str(&element_text(fam, "add", e));
-            out.push('\n');
+            tx.add_element(e);
         }
-        out
+        tx
+    }
+
+    /// [`Ruleset::creation`] as `nft -f` input.
+    pub fn creation_script(&self) -> String {
+        self.creation().text().to_string()
     }
 
     /// The ruleset in the form upstream's tests compare (knftables' fake `Dump`, then

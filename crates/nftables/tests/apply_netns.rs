@@ -15,6 +15,7 @@ use kpr_model::{
     Change, IpFamily, LocalDetector, NamespacedName, NodePortAddresses, Objects, Store,
 };
 use kpr_netns_lab::Netns;
+use kpr_nftables::nft::Nft;
 use kpr_nftables::{FamilyProxier, RenderConfig, render_ruleset};
 use kpr_source::{Object, parse_manifest};
 use serde_json::json;
@@ -175,7 +176,19 @@ fn random_slice(d: &mut Dice, i: u64) -> Change {
 #[test]
 fn partial_syncs_equal_fresh_loads() {
     let ns = Netns::new("nft-random").unwrap();
-    let mut p = FamilyProxier::new(nft_in(&ns, IpFamily::V4), config());
+    random_partial_syncs(&ns, nft_in(&ns, IpFamily::V4));
+}
+
+/// The same, with transactions sent over netlink instead of `nft -f`.
+#[test]
+fn partial_syncs_over_netlink_equal_fresh_loads() {
+    let ns = Netns::new("nft-random-nl").unwrap();
+    let nft = nft_netlink_in(&ns, IpFamily::V4);
+    random_partial_syncs(&ns, nft);
+}
+
+fn random_partial_syncs(ns: &Netns, tool: Nft) {
+    let mut p = FamilyProxier::new(tool, config());
     let mut store = Store::new("test-node");
     let mut d = Dice(7);
     let mut now = Instant::now();
@@ -211,7 +224,7 @@ fn partial_syncs_equal_fresh_loads() {
         let fresh = render_ruleset(state.family(IpFamily::V4), p.config()).creation_script();
         assert_same(
             &format!("step {step}"),
-            &live_state(&ns, &stale),
+            &live_state(ns, &stale),
             &expected_state(&fresh, IpFamily::V4),
         );
     }
@@ -223,27 +236,43 @@ fn partial_syncs_equal_fresh_loads() {
 #[test]
 fn recovers_when_the_table_vanishes() {
     let ns = Netns::new("nft-vanish").unwrap();
-    let mut p = FamilyProxier::new(nft_in(&ns, IpFamily::V4), config());
+    recovers_from_a_vanished_table(&ns, nft_in(&ns, IpFamily::V4), "nft -f -");
+}
+
+/// The same over netlink: the kernel's refusal names the operation it refused.
+#[test]
+fn recovers_when_the_table_vanishes_over_netlink() {
+    let ns = Netns::new("nft-vanish-nl").unwrap();
+    let nft = nft_netlink_in(&ns, IpFamily::V4);
+    recovers_from_a_vanished_table(
+        &ns,
+        nft,
+        "the kernel rejected the nftables transaction at `add element ip kube-proxy cluster-ips",
+    );
+}
+
+fn recovers_from_a_vanished_table(ns: &Netns, tool: Nft, error: &str) {
+    let mut p = FamilyProxier::new(tool, config());
     let mut store = Store::new("test-node");
     store.replace_all(&objects("golden-nftables/overall/objects.yaml"));
     p.sync(store.snapshot().family(IpFamily::V4), false)
         .unwrap();
     assert!(p.nft().table_present().unwrap());
 
-    nft(&ns, &["delete", "table", "ip", "kube-proxy"], None);
+    nft(ns, &["delete", "table", "ip", "kube-proxy"], None);
     assert!(!p.nft().table_present().unwrap());
     store.apply(service("ns9", "svc9", "172.30.0.99", "p80", 80));
     let err = p
         .sync(store.snapshot().family(IpFamily::V4), false)
         .unwrap_err();
-    assert!(err.to_string().contains("nft -f -"), "{err}");
+    assert!(err.to_string().contains(error), "{err}");
     let r = p
         .sync(store.snapshot().family(IpFamily::V4), false)
         .unwrap();
     assert!(r.full);
     let fresh = render_ruleset(store.snapshot().family(IpFamily::V4), p.config()).creation_script();
     assert_eq!(
-        normalized(&ns, IpFamily::V4),
+        normalized(ns, IpFamily::V4),
         expected_state(&fresh, IpFamily::V4)
     );
 }

@@ -11,17 +11,25 @@
 //!   and read back as `show` reads it; what it sees must agree with the model's
 //!   wanted view except for the differences listed here.
 //!
+//! Every ruleset is also created once with `nft -f` and once over netlink
+//! ([`kpr_nftables::netlink`]), in two namespaces: the kernel must report the same
+//! objects and the same rule bytecode for both (`nft --debug=netlink list table`).
+//!
 //! `scenario.yaml` (optional) changes settings; the defaults are those of upstream's
 //! nftables fake proxier (`NewFakeProxier` in `pkg/proxy/nftables/proxier_test.go`).
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ipnet::IpNet;
 use kpr_model::{IpFamily, LocalDetector, NodePortAddresses, Objects, Store};
 use kpr_netns_lab::Netns;
+use kpr_nftables::netlink::NfTables;
 use kpr_nftables::objects::Family;
 use kpr_nftables::trace::{Packet, trace};
 use kpr_nftables::{RenderConfig, Ruleset, base, service_port, sort_like_upstream};
@@ -196,7 +204,50 @@ fn check_view(
     }
 }
 
-fn run_scenario(ns: &Netns, dir: &Path) -> Vec<String> {
+/// Creates `rs` with `nft -f` in `lab.0` and over netlink in `lab.1`, and compares
+/// what the kernel holds, bytecode included.
+fn check_netlink(lab: &Lab, dir: &Path, rs: &Ruleset, failures: &mut Vec<String>) {
+    let word = rs.family.word();
+    let path = std::env::temp_dir().join(format!("kpr-nl-{}.nft", std::process::id()));
+    std::fs::write(&path, rs.creation_script()).unwrap();
+    let out = lab.0.exec("nft", &["-f", path.to_str().unwrap()]).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = lab.2.lock().unwrap().apply(&rs.creation());
+    if let Err(e) = sent {
+        failures.push(format!("{}: {word}: netlink: {e}", dir.display()));
+    }
+    let list = |ns: &Netns| {
+        let out = ns
+            .exec(
+                "nft",
+                &["--debug=netlink", "list", "table", word, "kube-proxy"],
+            )
+            .unwrap();
+        let _ = ns.exec("nft", &["delete", "table", word, "kube-proxy"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        common::comparable(&text)
+    };
+    let (by_nft, by_netlink) = (list(&lab.0), list(&lab.1));
+    if by_nft != by_netlink {
+        failures.push(format!(
+            "{}: {word}: netlink and nft -f created different tables:\n{}",
+            dir.display(),
+            diff(&by_nft, &by_netlink)
+        ));
+    }
+}
+
+/// The namespaces of the run: views and `nft -f`, netlink, and its socket.
+struct Lab(Netns, Netns, Mutex<NfTables>);
+
+fn run_scenario(lab: &Lab, dir: &Path) -> Vec<String> {
+    let ns = &lab.0;
     let mut failures = Vec::new();
     let sc: Scenario = match std::fs::read_to_string(dir.join("scenario.yaml")) {
         Ok(t) => serde_saphyr::from_str(&t).unwrap_or_else(|e| panic!("{}: {e}", dir.display())),
@@ -250,6 +301,7 @@ fn run_scenario(ns: &Netns, dir: &Path) -> Vec<String> {
             &rs.creation_script(),
             &mut failures,
         );
+        check_netlink(lab, dir, &rs, &mut failures);
         if let Ok(upstream) = std::fs::read_to_string(dir.join(format!("upstream.{fam}"))) {
             let ours = rs.dump_upstream();
             let theirs = sort_like_upstream(&upstream);
@@ -309,8 +361,10 @@ fn golden_nftables_scenarios() {
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty());
-    let ns = Netns::new("ngv").unwrap();
-    let failures: Vec<String> = dirs.iter().flat_map(|d| run_scenario(&ns, d)).collect();
+    let netlink = Netns::new("ngn").unwrap();
+    let socket = netlink.enter(NfTables::new).unwrap().unwrap();
+    let lab = Lab(Netns::new("ngv").unwrap(), netlink, Mutex::new(socket));
+    let failures: Vec<String> = dirs.iter().flat_map(|d| run_scenario(&lab, d)).collect();
     assert!(
         failures.is_empty(),
         "{} failure(s):\n\n{}",

@@ -4,11 +4,12 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kpr_exec::{Output, ProcessRunner, Runner};
 use kpr_model::{Change, IpFamily};
 use kpr_netns_lab::Netns;
+use kpr_nftables::netlink::NfTables;
 use kpr_nftables::nft::Nft;
 use kpr_nftables::objects::Family;
 use serde_json::{Value, json};
@@ -27,6 +28,13 @@ impl Runner for InNetns {
 /// nft for `family` inside `ns`.
 pub fn nft_in(ns: &Netns, family: IpFamily) -> Nft {
     Nft::new(Family(family), Arc::new(InNetns(ns.name().to_string())))
+}
+
+/// nft for `family` inside `ns`, sending transactions over a netlink socket opened
+/// there.
+pub fn nft_netlink_in(ns: &Netns, family: IpFamily) -> Nft {
+    let socket = ns.enter(NfTables::new).unwrap().unwrap();
+    nft_in(ns, family).with_netlink(Arc::new(Mutex::new(socket)))
 }
 
 /// Runs `nft` in `ns` with `stdin`, panicking with nft's message on failure.
@@ -151,4 +159,61 @@ pub fn assert_same(what: &str, have: &str, want: &str) {
     let missing: Vec<&&str> = w.iter().filter(|l| !h.contains(l)).collect();
     let extra: Vec<&&str> = h.iter().filter(|l| !w.contains(l)).collect();
     panic!("{what}: kernel table differs\nmissing: {missing:#?}\nextra: {extra:#?}");
+}
+
+/// `text` (an `nft --debug=netlink list`) with the elements of each set in order (the
+/// kernel lists hash sets in the order of their random hash seed, which differs
+/// between two loads of one script) and anonymous set names without their numbers
+/// (nft's are picked by the kernel, ours by the applier).
+pub fn comparable(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("__") {
+        let (head, tail) = rest.split_at(at);
+        plain.push_str(head);
+        match ["__set", "__map"].iter().find(|p| tail.starts_with(**p)) {
+            Some(p) => {
+                plain.push_str(p);
+                plain.push('#');
+                let after = &tail[p.len()..];
+                let n = after
+                    .find(|c: char| !c.is_ascii_hexdigit())
+                    .unwrap_or(after.len());
+                rest = &after[n..];
+            }
+            None => {
+                plain.push_str("__");
+                rest = &tail[2..];
+            }
+        }
+    }
+    plain.push_str(rest);
+    elements_sorted(&plain)
+}
+
+fn elements_sorted(text: &str) -> String {
+    let mut out = String::new();
+    let mut block: Vec<String> = Vec::new();
+    let flush = |block: &mut Vec<String>, out: &mut String| {
+        block.sort();
+        for e in block.drain(..) {
+            out.push_str(&e);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.trim_start().starts_with("element ") {
+            block.extend(
+                line.split('\t')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| p.trim().to_string()),
+            );
+        } else {
+            flush(&mut block, &mut out);
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    flush(&mut block, &mut out);
+    out
 }

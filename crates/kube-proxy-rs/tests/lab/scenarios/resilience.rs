@@ -35,6 +35,11 @@ pub fn churn(mode: &str) {
     lab.apply("churn.yaml", &manifest(&[ep(0), ep(1), ep(2), ep(3)]));
     std::thread::sleep(Duration::from_millis(300));
     let results = load.finish();
+    if mode == "nftables" {
+        // These partial syncs went over netlink, not `nft -f`.
+        let log = lab.log(1);
+        assert!(log.contains("nftables transactions go over netlink"), "{log}");
+    }
     let failures: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
     assert!(results.len() > 100, "only {} requests", results.len());
     assert!(
