@@ -38,7 +38,10 @@ pub fn churn(mode: &str) {
     if mode == "nftables" {
         // These partial syncs went over netlink, not `nft -f`.
         let log = lab.log(1);
-        assert!(log.contains("nftables transactions go over netlink"), "{log}");
+        assert!(
+            log.contains("nftables transactions go over netlink"),
+            "{log}"
+        );
     }
     let failures: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
     assert!(results.len() > 100, "only {} requests", results.len());
