@@ -107,35 +107,7 @@ async fn scenario(ns: String, dir: std::path::PathBuf) {
         Resource::EndpointSlices,
         &slice("default", "web-1", "web", &["10.244.1.5"]),
     );
-    // `nft` on the proxy's PATH fails its transactions while `fail-nft` exists.
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let flag = dir.join("fail-nft");
-    let real_nft = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v nft"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let script = format!(
-        "#!/bin/sh\nif [ -e {} ] && [ \"$1\" = -f ]; then echo 'Error: injected failure' >&2; exit 1; fi\nexec {} \"$@\"\n",
-        flag.display(),
-        real_nft.trim()
-    );
-    std::fs::write(bin.join("nft"), script).unwrap();
-    Command::new("chmod")
-        .args(["+x", bin.join("nft").to_str().unwrap()])
-        .status()
-        .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let child = Command::new("ip")
-        .env("PATH", path)
         .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_kube-proxy-rs")])
         .args([
             &format!("--master={}", fake.url()),
@@ -274,9 +246,23 @@ async fn scenario(ns: String, dir: std::path::PathBuf) {
         "the outage is counted:\n{text}"
     );
 
-    // Programming the kernel fails: a Warning event on the Node says why; when it
-    // works again, a Normal event says so.
-    std::fs::write(&flag, "").unwrap();
+    // Programming the kernel fails (someone deleted the table, so the kernel refuses
+    // the next partial sync): a Warning event on the Node says why; when it works
+    // again (the retry is a full sync), a Normal event says so.
+    let deleted = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            "kube-proxy",
+        ])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
     fake.put(
         Resource::Services,
         &service("default", "queue", "10.96.0.40", 5672),
@@ -288,11 +274,10 @@ async fn scenario(ns: String, dir: std::path::PathBuf) {
                 && e["note"]
                     .as_str()
                     .unwrap_or("")
-                    .contains("injected failure")
+                    .contains("the kernel rejected the nftables transaction")
         })
     })
     .await;
-    std::fs::remove_file(&flag).unwrap();
     until(
         "recovered after the failure",
         Duration::from_secs(90),
