@@ -160,9 +160,9 @@ fn diff(expected: &str, actual: &str) -> String {
     out
 }
 
-/// Loads `script` into `ns`, reads the table back with `nft --json` and checks that
-/// what `show` sees agrees with what the model wants, except for the differences
-/// `view-drift.<family>` lists.
+/// Loads `script` into `ns` (where it stays, for [`check_netlink`]), reads the table
+/// back with `nft --json` and checks that what `show` sees agrees with what the model
+/// wants, except for the differences `view-drift.<family>` lists.
 fn check_view(
     ns: &Netns,
     dir: &Path,
@@ -173,22 +173,11 @@ fn check_view(
     failures: &mut Vec<String>,
 ) {
     let word = Family(family).word();
-    let path = std::env::temp_dir().join(format!("kpr-view-{}.nft", std::process::id()));
-    std::fs::write(&path, script).unwrap();
-    let out = ns.exec("nft", &["-f", path.to_str().unwrap()]).unwrap();
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::nft(ns, &["-f", "-"], Some(script));
     let out = ns
         .exec("nft", &["--json", "list", "table", word, "kube-proxy"])
         .unwrap();
     let json = String::from_utf8(out.stdout).unwrap();
-    ns.exec("nft", &["delete", "table", word, "kube-proxy"])
-        .unwrap();
     let wanted: Vec<_> = kpr_model::view::wanted(state)
         .into_iter()
         .filter(|f| f.key.family == family)
@@ -204,19 +193,11 @@ fn check_view(
     }
 }
 
-/// Creates `rs` with `nft -f` in `lab.0` and over netlink in `lab.1`, and compares
-/// what the kernel holds, bytecode included.
+/// Creates `rs` over netlink in `lab.1` and compares what the kernel holds, bytecode
+/// included, with `lab.0`, where [`check_view`] loaded it with `nft -f`; then deletes
+/// both tables.
 fn check_netlink(lab: &Lab, dir: &Path, rs: &Ruleset, failures: &mut Vec<String>) {
     let word = rs.family.word();
-    let path = std::env::temp_dir().join(format!("kpr-nl-{}.nft", std::process::id()));
-    std::fs::write(&path, rs.creation_script()).unwrap();
-    let out = lab.0.exec("nft", &["-f", path.to_str().unwrap()]).unwrap();
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let sent = lab.2.lock().unwrap().apply(&rs.creation());
     if let Err(e) = sent {
         failures.push(format!("{}: {word}: netlink: {e}", dir.display()));
@@ -287,20 +268,9 @@ fn run_scenario(lab: &Lab, dir: &Path) -> Vec<String> {
                 rs.add(&service_port(port, &cfg));
             }
         }
-        compare(
-            &dir.join(format!("nftables.{fam}")),
-            &rs.creation_script(),
-            &mut failures,
-        );
-        check_view(
-            ns,
-            dir,
-            fam,
-            family,
-            &state,
-            &rs.creation_script(),
-            &mut failures,
-        );
+        let script = rs.creation_script();
+        compare(&dir.join(format!("nftables.{fam}")), &script, &mut failures);
+        check_view(ns, dir, fam, family, &state, &script, &mut failures);
         check_netlink(lab, dir, &rs, &mut failures);
         if let Ok(upstream) = std::fs::read_to_string(dir.join(format!("upstream.{fam}"))) {
             let ours = rs.dump_upstream();

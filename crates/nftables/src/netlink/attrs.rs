@@ -55,6 +55,13 @@ impl Buf {
         }
     }
 
+    /// Sets `flags` on the (ended) message starting at byte `msg`.
+    pub fn add_flags(&mut self, msg: usize, flags: u16) {
+        let at = msg + 6;
+        let old = u16::from_ne_bytes([self.bytes[at], self.bytes[at + 1]]);
+        self.bytes[at..at + 2].copy_from_slice(&(old | flags).to_ne_bytes());
+    }
+
     /// An attribute holding `value`.
     pub fn bytes_attr(&mut self, kind: u16, value: &[u8]) {
         let len = 4 + value.len();

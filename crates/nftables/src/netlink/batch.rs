@@ -111,6 +111,8 @@ struct Encoder<'a> {
     set_id: u32,
     seqs: Vec<(u32, usize)>,
     op: usize,
+    /// Where the last operation's message starts.
+    last_msg: Option<usize>,
 }
 
 /// Encodes `tx`, numbering messages from `seq`. Fails, sending nothing, if an
@@ -124,6 +126,7 @@ pub fn encode(tx: &Transaction, seq: u32, names: &mut AnonNames) -> Result<Batch
         set_id: 0,
         seqs: Vec::with_capacity(tx.len()),
         op: 0,
+        last_msg: None,
     };
     let first_seq = seq;
     e.buf
@@ -135,22 +138,19 @@ pub fn encode(tx: &Transaction, seq: u32, names: &mut AnonNames) -> Result<Batch
     }
     // The last message asks for an ACK: its arrival says the batch was processed.
     let last_seq = e.seq;
-    let flags_at = e
-        .last_flags_offset()
+    let last = e
+        .last_msg
         .ok_or_else(|| Unsupported("an empty transaction".into()))?;
-    let mut bytes = e.buf.into_bytes();
-    let flags = u16::from_ne_bytes([bytes[flags_at], bytes[flags_at + 1]]) | F_ACK;
-    bytes[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
-    let mut tail = Buf::default();
-    tail.begin_msg(
+    e.buf.add_flags(last, F_ACK);
+    e.buf.begin_msg(
         BATCH_END,
         F_REQUEST,
         last_seq.wrapping_add(1),
         0,
         NFNL_SUBSYS_NFTABLES,
     );
-    tail.end_msg();
-    bytes.extend_from_slice(tail.bytes());
+    e.buf.end_msg();
+    let bytes = e.buf.into_bytes();
     Ok(Batch {
         bytes,
         seqs: e.seqs,
@@ -163,6 +163,7 @@ impl Encoder<'_> {
     fn begin(&mut self, kind: u16, flags: u16) {
         self.seq = self.seq.wrapping_add(1);
         self.seqs.push((self.seq, self.op));
+        self.last_msg = Some(self.buf.bytes().len());
         let family = match self.fam.0 {
             IpFamily::V4 => 2,
             IpFamily::V6 => 10,
@@ -174,21 +175,6 @@ impl Encoder<'_> {
             family,
             0,
         );
-    }
-
-    /// Byte offset of the last message's flags.
-    fn last_flags_offset(&self) -> Option<usize> {
-        // Walk the messages: each starts with its length.
-        let bytes = self.buf.bytes();
-        let mut at = 0usize;
-        let mut last = None;
-        while at + 16 <= bytes.len() {
-            let len = u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-            last = Some(at + 6);
-            at += (len as usize + 3) & !3;
-        }
-        // The batch header alone is not an operation.
-        if self.seqs.is_empty() { None } else { last }
     }
 
     fn table(&mut self) {

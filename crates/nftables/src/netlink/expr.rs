@@ -93,10 +93,10 @@ pub fn expressions(
             e.ct_state(REG_1);
             e.bitwise_bool(REG_1, &8u32.to_ne_bytes(), &[0; 4], false);
             e.cmp(CMP_NEQ, &[0; 4]);
-            e.jump(NFT_JUMP, c);
+            e.verdict(NFT_JUMP, Some(c));
         }
-        Rule::Jump(c) => e.jump(NFT_JUMP, c),
-        Rule::Goto(c) => e.jump(NFT_GOTO, c),
+        Rule::Jump(c) => e.verdict(NFT_JUMP, Some(c)),
+        Rule::Goto(c) => e.verdict(NFT_GOTO, Some(c)),
         Rule::RejectClusterIpPorts => {
             e.addr(false, REG_1);
             e.lookup(crate::names::CLUSTER_IPS, None, false, false);
@@ -104,7 +104,7 @@ pub fn expressions(
         }
         Rule::DropUnallocated(cidrs) => {
             e.net_match(false, cidrs, false, anon)?;
-            e.drop();
+            e.verdict(NF_DROP, None);
         }
         Rule::DestVmap(map) => {
             e.addr(false, REG_1);
@@ -128,15 +128,10 @@ pub fn expressions(
                 e.addr(false, REG_1);
                 e.lookup(crate::names::NODEPORT_IPS, None, false, false);
             } else {
-                let loopback: IpNet = match e.fam {
-                    IpFamily::V4 => "127.0.0.0/8"
-                        .parse()
-                        .map_err(|_| Unsupported("loopback".into()))?,
-                    IpFamily::V6 => "::1/128"
-                        .parse()
-                        .map_err(|_| Unsupported("loopback".into()))?,
-                };
-                e.prefix(false, &loopback, CMP_NEQ);
+                // The same spelling the nft text uses.
+                for loopback in nets(&[fam.loopback().to_string()])? {
+                    e.prefix(false, &loopback, CMP_NEQ);
+                }
             }
             e.meta_load(META_L4PROTO, REG_1);
             e.dport(REG32_00 + 1);
@@ -153,7 +148,7 @@ pub fn expressions(
             e.meta_load(META_MARK, REG_1);
             e.bitwise_bool(REG_1, &m.to_ne_bytes(), &[0; 4], true);
             e.cmp(CMP_EQ, &[0; 4]);
-            e.jump(NFT_RETURN, "");
+            e.verdict(NFT_RETURN, None);
         }
         Rule::MarkXor(m) => {
             let m = mark(m)?;
@@ -169,28 +164,28 @@ pub fn expressions(
             if let Some(d) = not_local {
                 e.local(d, CMP_NEQ)?;
             }
-            e.jump(NFT_JUMP, MARK_FOR_MASQUERADE);
+            e.verdict(NFT_JUMP, Some(MARK_FOR_MASQUERADE));
         }
         Rule::ShortCircuitPods(d, c) => {
             e.local(d, CMP_EQ)?;
-            e.jump(NFT_GOTO, c);
+            e.verdict(NFT_GOTO, Some(c));
         }
         Rule::MasqueradeLocal => {
             e.fib_local(true);
-            e.jump(NFT_JUMP, MARK_FOR_MASQUERADE);
+            e.verdict(NFT_JUMP, Some(MARK_FOR_MASQUERADE));
         }
         Rule::ShortCircuitLocal(c) => {
             e.fib_local(true);
-            e.jump(NFT_GOTO, c);
+            e.verdict(NFT_GOTO, Some(c));
         }
         Rule::FirewallDrop(sources) => {
             e.net_match(true, &nets(sources)?, true, anon)?;
-            e.drop();
+            e.verdict(NF_DROP, None);
         }
         Rule::AffinityGoto { set, chain } => {
             e.addr(true, REG_1);
             e.lookup(set, None, false, false);
-            e.jump(NFT_GOTO, chain);
+            e.verdict(NFT_GOTO, Some(chain));
         }
         Rule::NumgenVmap(chains) => {
             let set = anon.ok_or_else(|| Unsupported("numgen map without its set".into()))?;
@@ -200,7 +195,7 @@ pub fn expressions(
         Rule::MasqueradeHairpin(ep) => {
             e.addr(true, REG_1);
             e.cmp(CMP_EQ, &addr_bytes(ep));
-            e.jump(NFT_JUMP, MARK_FOR_MASQUERADE);
+            e.verdict(NFT_JUMP, Some(MARK_FOR_MASQUERADE));
         }
         Rule::AffinityUpdate(set) => {
             e.addr(true, REG_1);
@@ -421,20 +416,12 @@ impl Exprs<'_> {
         }
     }
 
-    fn jump(&mut self, code: i32, chain: &str) {
+    /// An immediate verdict (`jump`/`goto` name a chain).
+    fn verdict(&mut self, code: i32, chain: Option<&str>) {
         self.begin("immediate");
         self.b.u32_attr(1, REG_VERDICT);
         self.b.begin_nest(2);
-        verdict(self.b, code, (!chain.is_empty()).then_some(chain));
-        self.b.end_nest();
-        self.end();
-    }
-
-    fn drop(&mut self) {
-        self.begin("immediate");
-        self.b.u32_attr(1, REG_VERDICT);
-        self.b.begin_nest(2);
-        verdict(self.b, NF_DROP, None);
+        verdict(self.b, code, chain);
         self.b.end_nest();
         self.end();
     }
