@@ -46,11 +46,7 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
         return Ok(());
     }
 
-    let backend = match args.backend.as_str() {
-        "nft" => Backend::Nft,
-        "legacy" => Backend::Legacy,
-        _ => Backend::Default,
-    };
+    let backend = crate::backend(args);
     let restore = match backend {
         Backend::Nft => "iptables-nft-restore",
         Backend::Legacy => "iptables-legacy-restore",

@@ -6,9 +6,11 @@
 //! (`iptables-restore`, `nft -f`) in a fresh namespace, i.e. the cost that any proxy
 //! producing these rules pays; the difference is our own overhead.
 
+mod dataplane;
 mod iptables;
 mod ipvs;
 mod nftables;
+mod plot;
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ use kpr_model::{Change, FamilyState, IpFamily, Objects, Store};
 
 /// Data plane to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Mode {
+pub(crate) enum Mode {
     Iptables,
     Nftables,
     /// Needs ip_vs: run inside `shared/tools/vm-run` on hosts without it.
@@ -41,12 +43,45 @@ struct Args {
     /// Repetitions of each timed step (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Rounds of partial syncs (one endpoint change and one new Service each);
+    /// defaults to `--repeat`. Many rounds make a partial sync easy to profile.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// nftables: operations above which a full sync is split into several
+    /// transactions (the proxy's default when absent).
+    #[arg(long)]
+    batch_ops: Option<usize>,
+    /// nftables: skip the baseline that loads the whole ruleset with `nft -f`
+    /// (minutes at 10,000 Services).
+    #[arg(long)]
+    no_baseline: bool,
     /// Skip the kernel part (no root needed).
     #[arg(long)]
     no_apply: bool,
     /// Write the rendered ruleset to this file.
     #[arg(long)]
     dump: Option<std::path::PathBuf>,
+    /// Run the data-plane benchmark instead: new-connection latency through a
+    /// ClusterIP with `--sizes` Services programmed, per `--modes`.
+    #[arg(long)]
+    data_plane: bool,
+    /// Data plane: modes to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "iptables,nftables"
+    )]
+    modes: Vec<Mode>,
+    /// Data plane: numbers of Services to program.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
+    sizes: Vec<usize>,
+    /// Data plane: connections per series (each to the ClusterIP and to the pod).
+    #[arg(long, default_value_t = 2000)]
+    connections: usize,
+    /// Data plane: write the figure (SVG) here.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
     /// iptables backend: `default` (whatever `iptables` is), `nft` or `legacy`.
     #[arg(long, default_value = "default")]
     backend: String,
@@ -135,7 +170,7 @@ fn partial_syncs(
         Ok((elapsed, report))
     };
     let (mut changed, mut added, mut detail) = (Vec::new(), Vec::new(), None);
-    for k in 0..args.repeat {
+    for k in 0..args.rounds.unwrap_or(args.repeat) {
         let (t, report) = timed(vec![endpoint_change(shape, k)])?;
         changed.push(t);
         detail = detail.or(report.detail);
@@ -147,6 +182,16 @@ fn partial_syncs(
     }
     row("one new Service (partial sync)", ms(median(added)));
     Ok(())
+}
+
+/// The iptables backend `--backend` names.
+fn backend(args: &Args) -> kpr_iptables::apply::Backend {
+    use kpr_iptables::apply::Backend;
+    match args.backend.as_str() {
+        "nft" => Backend::Nft,
+        "legacy" => Backend::Legacy,
+        _ => Backend::Default,
+    }
 }
 
 /// Peak resident set size of this process so far (VmHWM), for the report.
@@ -164,6 +209,14 @@ fn peak_rss() -> String {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
+    if args.data_plane {
+        let series = dataplane::run(&args.modes, backend(&args), &args.sizes, args.connections)?;
+        if let Some(path) = &args.plot {
+            plot::write(path, &series)?;
+            println!("figure written to {}", path.display());
+        }
+        return Ok(());
+    }
     let shape = Shape {
         services: args.services,
         endpoints: args.endpoints,

@@ -9,9 +9,11 @@ use kpr_bench::generate::Shape;
 use kpr_iptables::exec::Runner;
 use kpr_model::{IpFamily, LocalDetector, NodePortAddresses, Objects, ProxyState};
 use kpr_netns_lab::Netns;
+use kpr_nftables::names::MARK_FOR_MASQUERADE;
 use kpr_nftables::netlink::NfTables;
 use kpr_nftables::nft::Nft;
-use kpr_nftables::objects::Family;
+use kpr_nftables::objects::{Chain, Family, Rule};
+use kpr_nftables::transaction::Transaction;
 use kpr_nftables::{FamilyProxier, RenderConfig, render_ruleset};
 
 use crate::{Args, InNetns, Partial, median, ms, partial_syncs, row};
@@ -66,7 +68,7 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
 
     // Baseline: the same script into an empty namespace, nothing else.
     let mut base = Vec::new();
-    for _ in 0..args.repeat {
+    for _ in 0..if args.no_baseline { 0 } else { args.repeat } {
         let ns = Netns::new("bench")?;
         let runner = InNetns(ns.name().to_string());
         let start = Instant::now();
@@ -74,7 +76,9 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
         base.push(start.elapsed());
         anyhow::ensure!(out.success(), "baseline nft -f failed: {}", out.stderr);
     }
-    row("baseline: nft -f same script, empty ns", ms(median(base)));
+    if !base.is_empty() {
+        row("baseline: nft -f same script, empty ns", ms(median(base)));
+    }
 
     let ns = Netns::new("bench")?;
     let runner: Arc<dyn Runner> = Arc::new(InNetns(ns.name().to_string()));
@@ -84,9 +88,16 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
     let nft =
         Nft::new(Family(IpFamily::V4), runner.clone()).with_netlink(Arc::new(Mutex::new(socket)));
     let mut proxier = FamilyProxier::new(nft, config);
+    if let Some(ops) = args.batch_ops {
+        proxier = proxier.with_batch_ops(ops);
+    }
     let start = Instant::now();
-    proxier.sync(family_state, true)?;
+    let report = proxier.sync(family_state, true)?;
     row("first full sync (empty kernel)", ms(start.elapsed()));
+    row(
+        "  its transactions",
+        format!("{}, {} operations", report.transactions, report.operations),
+    );
 
     let mut full = Vec::new();
     for _ in 0..args.repeat {
@@ -100,15 +111,16 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
         ms(median(full)),
     );
 
-    let (mut kept, mut calls) = (Vec::new(), 0usize);
+    let (mut kept, mut calls) = (None, 0usize);
     partial_syncs(args, shape, objs, |state| {
         let report = proxier.sync(state, false)?;
         calls += 1;
-        // Odd calls are endpoint changes: keep their transactions for the baseline.
+        // Odd calls are endpoint changes: keep the last one's transaction for the
+        // baseline.
         if calls % 2 == 1
             && let Some(tx) = proxier.last_partial_transaction()
         {
-            kept.push(tx.clone());
+            kept = Some(tx.clone());
         }
         Ok(Partial {
             full: report.full,
@@ -119,21 +131,42 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
             )),
         })
     })?;
-    // Baseline: each endpoint change's transaction again, through `nft -f` into the
-    // same table (it only adds and flushes, so the table keeps its size).
-    let mut replays = Vec::new();
-    for tx in &kept {
-        let start = Instant::now();
-        let out = runner.run("nft", &["-f", "-"], Some(tx.text().as_bytes()))?;
-        replays.push(start.elapsed());
-        anyhow::ensure!(out.success(), "nft -f replay failed: {}", out.stderr);
-    }
-    if !replays.is_empty() {
+    // Baseline: the last endpoint change's transaction again, through `nft -f` into
+    // the same table (it only adds and flushes chains that still exist, so replaying
+    // it leaves the table as it is).
+    if let Some(tx) = kept {
+        let mut replays = Vec::new();
+        for _ in 0..args.repeat {
+            let start = Instant::now();
+            let out = runner.run("nft", &["-f", "-"], Some(tx.text().as_bytes()))?;
+            replays.push(start.elapsed());
+            anyhow::ensure!(out.success(), "nft -f replay failed: {}", out.stderr);
+        }
         row(
             "baseline: that endpoint change's transaction via nft -f",
             ms(median(replays)),
         );
     }
+    // The kernel's floor: committing any rule that jumps (or NATs, or looks up a
+    // verdict map) makes the kernel re-validate every chain reachable from the base
+    // chains, so even a one-rule transaction into an unreachable chain costs O(table).
+    let floor = Chain::new("bench-floor", vec![Rule::Jump(MARK_FOR_MASQUERADE.into())]);
+    let mut floors = Vec::new();
+    for _ in 0..args.repeat {
+        let mut tx = Transaction::new(Family(IpFamily::V4));
+        tx.add_chain(&floor);
+        tx.write_chain(&floor);
+        let start = Instant::now();
+        proxier.nft().apply(&tx)?;
+        floors.push(start.elapsed());
+    }
+    let mut tx = Transaction::new(Family(IpFamily::V4));
+    tx.delete_chain(&floor.name);
+    proxier.nft().apply(&tx)?;
+    row(
+        "kernel floor: one jump rule, netlink (validation)",
+        ms(median(floors)),
+    );
     drop(proxier);
     drop(ns);
     Ok(())

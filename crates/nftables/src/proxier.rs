@@ -16,7 +16,7 @@ use crate::nft::{Nft, NftError};
 use crate::objects::Family;
 use crate::render::{Fragment, RenderConfig, base, service_port};
 use crate::ruleset::Ruleset;
-use crate::sync::Synced;
+use crate::sync::{FULL_SYNC_BATCH_OPS, Synced};
 use crate::transaction::Transaction;
 
 /// How long a flushed chain waits before it is deleted (upstream: one second, for
@@ -32,10 +32,12 @@ pub struct SyncReport {
     pub skipped: bool,
     /// Services re-rendered (all of them for a full sync).
     pub services_changed: usize,
-    /// Operations in the main transaction.
+    /// Operations, all transactions together.
     pub operations: usize,
-    /// Bytes of nft input in the main transaction.
+    /// Bytes of nft input, all transactions together.
     pub bytes: usize,
+    /// Transactions sent (more than one for a large full sync).
+    pub transactions: usize,
     /// Stale chains deleted before the main transaction.
     pub stale_deleted: usize,
 }
@@ -72,6 +74,7 @@ pub struct FamilyProxier {
     stale: HashMap<String, Instant>,
     synced_once: bool,
     last_partial: Option<Transaction>,
+    batch_ops: usize,
 }
 
 impl FamilyProxier {
@@ -85,7 +88,15 @@ impl FamilyProxier {
             stale: HashMap::new(),
             synced_once: false,
             last_partial: None,
+            batch_ops: FULL_SYNC_BATCH_OPS,
         }
+    }
+
+    /// Sets the operation count above which a full sync is split into several
+    /// transactions (default [`FULL_SYNC_BATCH_OPS`]; `usize::MAX`: never).
+    pub fn with_batch_ops(mut self, ops: usize) -> Self {
+        self.batch_ops = ops.max(1);
+        self
     }
 
     /// The render settings in use.
@@ -213,18 +224,22 @@ impl FamilyProxier {
                     services,
                     &listing,
                     !self.synced_once,
+                    self.batch_ops,
                 );
                 self.synced = Some(synced);
                 plan
             }
         };
         report.full = full;
-        report.operations = plan.tx.len();
-        report.bytes = plan.tx.text().len();
-        if let Err(e) = self.nft.apply(&plan.tx) {
-            self.invalidate();
-            self.stale.clear();
-            return Err(e);
+        report.operations = plan.txs.iter().map(Transaction::len).sum();
+        report.bytes = plan.txs.iter().map(|t| t.text().len()).sum();
+        report.transactions = plan.txs.len();
+        for tx in &plan.txs {
+            if let Err(e) = self.nft.apply(tx) {
+                self.invalidate();
+                self.stale.clear();
+                return Err(e);
+            }
         }
         for name in &plan.written {
             self.stale.remove(name);
@@ -232,7 +247,11 @@ impl FamilyProxier {
         for name in plan.newly_stale {
             self.stale.entry(name).or_insert(now);
         }
-        self.last_partial = (!full).then_some(plan.tx);
+        self.last_partial = if full {
+            None
+        } else {
+            plan.txs.into_iter().next()
+        };
         self.last = Some(state.clone());
         self.synced_once = true;
         Ok(report)

@@ -53,11 +53,16 @@ pub struct Synced {
     affinity_sets: HashMap<String, Set>,
 }
 
+/// Operations above which a full sync is sent as several transactions (see
+/// [`Synced::full`]). Measured on kernel 6.18 at 4,000 Services (about 200,000
+/// operations in all): see BENCHMARKS.md.
+pub const FULL_SYNC_BATCH_OPS: usize = 20_000;
+
 /// The result of planning a sync.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// The main transaction.
-    pub tx: Transaction,
+    /// The transactions, to apply in order. One, except for a large full sync.
+    pub txs: Vec<Transaction>,
     /// Chains flushed by this sync, to delete later.
     pub newly_stale: Vec<String>,
     /// Chains written by this sync (no longer stale if they were).
@@ -111,12 +116,25 @@ impl Synced {
     /// Plans a full sync of `base` and `services` over what `listing` found. On the
     /// process's `first` sync, base chains are recreated (their hook or priority may
     /// differ from an older version's) and endpoint chains already present are kept.
+    ///
+    /// Up to `batch_ops` operations, the plan is one atomic transaction. Beyond, it
+    /// is several, each leaving a working table behind: first the table, every
+    /// chain and set declared and the base chains written; then the contents of the
+    /// Services' chains, all chains of a Service in the same transaction; last the
+    /// map elements, stale chain flushes and set deletions. A Service's new chains
+    /// are reachable only once the last transaction adds its map elements, and a
+    /// chain that traffic already reaches changes in one step, so packets never meet
+    /// a half-written chain. Why split at all: on kernel 6.18, binding each
+    /// anonymous set (one `numgen` map per service chain) walks the batch's whole
+    /// list of pending operations, so one batch of n Services costs O(n^2) in the
+    /// kernel (`__nft_set_trans_bind`), with `nft -f` as with us.
     pub fn full(
         family: Family,
         base: &Fragment,
         services: BTreeMap<NamespacedName, Fragment>,
         listing: &Listing,
         first: bool,
+        batch_ops: usize,
     ) -> (Synced, Plan) {
         let mut tx = Transaction::new(family);
         tx.add_table();
@@ -142,16 +160,19 @@ impl Synced {
         for c in &base.chains {
             tx.add_chain(c);
         }
-        let mut to_write: Vec<&Chain> = Vec::new();
+        // Per Service, the chains to write.
+        let mut to_write: Vec<Vec<&Chain>> = Vec::with_capacity(services.len());
         for f in services.values() {
+            let mut mine = Vec::new();
             for c in &f.chains {
                 if first && endpoint_chain_reusable(c, listing) {
                     synced.chains.insert(c.name.clone(), Some(c.rules.clone()));
                     continue;
                 }
                 tx.add_chain(c);
-                to_write.push(c);
+                mine.push(c);
             }
+            to_write.push(mine);
         }
         for s in &base.sets {
             tx.add_set(s);
@@ -163,15 +184,27 @@ impl Synced {
             }
         }
 
-        // Chain contents.
+        // Chain contents: the base chains with the declarations, the Services' in
+        // batches of whole Services.
         for c in &base.chains {
             tx.write_chain(c);
         }
-        for c in to_write {
-            tx.write_chain(c);
-            synced.chains.insert(c.name.clone(), Some(c.rules.clone()));
-            written.push(c.name.clone());
+        let mut txs = vec![tx];
+        let mut chunk = Transaction::new(family);
+        for mine in to_write {
+            if !chunk.is_empty() && chunk.len() >= batch_ops {
+                txs.push(std::mem::replace(&mut chunk, Transaction::new(family)));
+            }
+            for c in mine {
+                chunk.write_chain(c);
+                synced.chains.insert(c.name.clone(), Some(c.rules.clone()));
+                written.push(c.name.clone());
+            }
         }
+        txs.push(chunk);
+
+        // The rest: flushes, elements, set deletions.
+        let mut tx = Transaction::new(family);
         let mut newly_stale = Vec::new();
         for name in listing.chains.iter().filter(|n| is_service_chain(n)) {
             if !synced.chains.contains_key(name) {
@@ -241,11 +274,12 @@ impl Synced {
                 tx.delete_set(name, false);
             }
         }
+        txs.push(tx);
         synced.services = services.into_iter().collect();
         (
             synced,
             Plan {
-                tx,
+                txs: merge_small(txs, batch_ops),
                 newly_stale,
                 written,
             },
@@ -372,9 +406,26 @@ impl Synced {
             }
         }
         Plan {
-            tx,
+            txs: vec![tx],
             newly_stale: flushes,
             written,
         }
     }
+}
+
+/// One transaction if all of `txs` fit in `batch_ops` operations, else `txs`
+/// without empty ones.
+fn merge_small(mut txs: Vec<Transaction>, batch_ops: usize) -> Vec<Transaction> {
+    txs.retain(|t| !t.is_empty());
+    if txs.iter().map(Transaction::len).sum::<usize>() > batch_ops {
+        return txs;
+    }
+    let mut it = txs.into_iter();
+    let Some(mut one) = it.next() else {
+        return Vec::new();
+    };
+    for t in it {
+        one.append(t);
+    }
+    vec![one]
 }

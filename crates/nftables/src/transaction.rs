@@ -82,6 +82,12 @@ impl Transaction {
         &self.text
     }
 
+    /// Appends `other`'s operations after this one's.
+    pub fn append(&mut self, other: Transaction) {
+        self.text.push_str(&other.text);
+        self.ops.extend(other.ops);
+    }
+
     fn line(&mut self, l: &str, op: Op) {
         self.text.push_str(l);
         self.text.push('\n');

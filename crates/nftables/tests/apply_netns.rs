@@ -231,6 +231,99 @@ fn random_partial_syncs(ns: &Netns, tool: Nft) {
     assert!(partial > 40, "only {partial} partial syncs wrote anything");
 }
 
+/// A full sync split into many small transactions (a tiny batch size forces it)
+/// leaves what one transaction would: first into an empty table, then, after many
+/// changes, as a forced full sync over the old table. In between, every map element
+/// waits for the last transaction, and each chain is written whole in one.
+#[test]
+fn full_syncs_in_batches_equal_fresh_loads() {
+    let ns = Netns::new("nft-batches").unwrap();
+    let mut p = FamilyProxier::new(nft_netlink_in(&ns, IpFamily::V4), config()).with_batch_ops(40);
+    let mut store = Store::new("test-node");
+    let mut d = Dice(11);
+    for i in 0..12 {
+        store.apply(random_service(&mut d, i));
+        store.apply(random_slice(&mut d, i));
+    }
+    let check = |p: &FamilyProxier, store: &mut Store, what: &str| {
+        let stale: BTreeSet<String> = p.stale_chains().keys().cloned().collect();
+        let fresh =
+            render_ruleset(store.snapshot().family(IpFamily::V4), p.config()).creation_script();
+        assert_same(
+            what,
+            &live_state(&ns, &stale),
+            &expected_state(&fresh, IpFamily::V4),
+        );
+    };
+    let r = p
+        .sync(store.snapshot().family(IpFamily::V4), false)
+        .unwrap();
+    assert!(r.full && r.transactions > 3, "{r:?}");
+    check(&p, &mut store, "first full sync");
+
+    for i in 0..12 {
+        let change = match d.next(3) {
+            0 => Change::ServiceDelete(NamespacedName::new("ns", format!("svc{i}"))),
+            1 => random_service(&mut d, i),
+            _ => random_slice(&mut d, i),
+        };
+        store.apply(change);
+    }
+    let r = p.sync(store.snapshot().family(IpFamily::V4), true).unwrap();
+    assert!(r.full && r.transactions > 3, "{r:?}");
+    check(&p, &mut store, "forced full sync");
+}
+
+/// The plan of a batched full sync, without a kernel: the first transaction declares
+/// every chain and set, map elements come only in the last one, and every chain's
+/// flush and rules share a transaction.
+#[test]
+fn batched_full_sync_plan_keeps_chains_whole_and_elements_last() {
+    use kpr_nftables::listing::Listing;
+    use kpr_nftables::objects::Family;
+    use kpr_nftables::sync::Synced;
+    use kpr_nftables::transaction::Op;
+    use kpr_nftables::{base, render_service};
+
+    let mut store = Store::new("test-node");
+    let mut d = Dice(5);
+    for i in 0..12 {
+        store.apply(random_service(&mut d, i));
+        store.apply(random_slice(&mut d, i));
+    }
+    let snap = store.snapshot();
+    let services = snap
+        .family(IpFamily::V4)
+        .services
+        .iter()
+        .map(|(n, s)| (n.clone(), render_service(s, &config())))
+        .collect();
+    let (_, plan) = Synced::full(
+        Family(IpFamily::V4),
+        &base(&config()),
+        services,
+        &Listing::default(),
+        true,
+        40,
+    );
+    assert!(plan.txs.len() > 3, "{} transactions", plan.txs.len());
+    let last = plan.txs.len() - 1;
+    let mut flushed_in = std::collections::HashMap::new();
+    for (i, tx) in plan.txs.iter().enumerate() {
+        for op in tx.ops() {
+            match op {
+                Op::AddChain(_) | Op::AddSet(_) => assert_eq!(i, 0, "{op:?} after the first"),
+                Op::AddElement(_) => assert_eq!(i, last, "{op:?} before the last"),
+                Op::FlushChain(c) => {
+                    flushed_in.insert(c.clone(), i);
+                }
+                Op::AddRule(c, _) => assert_eq!(flushed_in.get(c), Some(&i), "{op:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Someone deletes the table: the next partial sync fails, the one after is full and
 /// puts everything back.
 #[test]
