@@ -445,7 +445,10 @@ fn ipvs_dataplane(
             .map(|f| ipvs_plan_config(&cfg, &state.node, host.as_ref(), random_fully, *f))
             .collect()
     });
-    Ok((families, Box::new(IpvsDataPlane::new(proxiers, configs))))
+    Ok((
+        families,
+        Box::new(IpvsDataPlane::from_proxiers(proxiers, configs)),
+    ))
 }
 
 /// Removes IPVS mode's objects: our virtual servers and `kube-ipvs0`, then every

@@ -3,26 +3,12 @@
 use kpr_iptables::RenderConfig;
 use kpr_iptables::apply::Iptables;
 use kpr_iptables::proxier::FamilyProxier;
-use kpr_model::{IpFamily, ProxyState};
+use kpr_model::{FamilyState, IpFamily, ProxyState};
 
-use super::{DataPlane, FamilySync, SyncSummary};
-
-/// Computes each family's iptables render settings from the state.
-pub type IptablesConfigs = Box<dyn Fn(&ProxyState) -> Vec<RenderConfig> + Send>;
+use super::{FamilyProxy, IptablesConfigs, PerFamily, SyncSummary};
 
 /// The iptables data plane.
-pub struct IptablesDataPlane {
-    families: Vec<FamilyProxier>,
-    configs: IptablesConfigs,
-}
-
-impl std::fmt::Debug for IptablesDataPlane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IptablesDataPlane")
-            .field("families", &self.families)
-            .finish()
-    }
-}
+pub type IptablesDataPlane = PerFamily<FamilyProxier>;
 
 impl IptablesDataPlane {
     /// A data plane over the given per-family tools; `configs` gives the settings.
@@ -36,57 +22,50 @@ impl IptablesDataPlane {
                 Some(FamilyProxier::new(ipt, cfg))
             })
             .collect();
-        Self { families, configs }
-    }
-
-    fn reconfigure(&mut self, state: &ProxyState) {
-        for config in (self.configs)(state) {
-            for p in &mut self.families {
-                if p.config().family == config.family && *p.config() != config {
-                    let ipt = p.iptables().clone();
-                    *p = FamilyProxier::new(ipt, config.clone());
-                }
-            }
-        }
+        Self::from_proxiers(families, configs)
     }
 }
 
-impl DataPlane for IptablesDataPlane {
-    fn mode(&self) -> &'static str {
-        "iptables"
+impl FamilyProxy for FamilyProxier {
+    const MODE: &'static str = "iptables";
+    type Config = RenderConfig;
+
+    fn family(&self) -> IpFamily {
+        self.config().family
     }
 
-    fn sync(&mut self, state: &ProxyState, full: bool) -> Vec<FamilySync> {
-        self.reconfigure(state);
-        self.families
-            .iter_mut()
-            .map(|p| {
-                let family = p.config().family;
-                let outcome = p
-                    .sync(state.family(family), full)
-                    .map(|r| SyncSummary {
-                        full: r.full,
-                        skipped: r.skipped,
-                        services_changed: r.services_changed,
-                        bytes: r.bytes,
-                        counters: vec![
-                            ("service_ports", r.stats.service_ports as u64),
-                            ("endpoints", r.stats.endpoints as u64),
-                            ("nat_rules", r.stats.nat_rules_total as u64),
-                            ("nat_rules_written", r.stats.nat_rules_written as u64),
-                            ("filter_rules", r.stats.filter_rules as u64),
-                        ],
-                    })
-                    .map_err(|e| e.to_string());
-                FamilySync { family, outcome }
+    fn config_family(config: &RenderConfig) -> IpFamily {
+        config.family
+    }
+
+    /// New settings start a new proxier: nothing it remembers holds for them.
+    fn reconfigure(&mut self, config: RenderConfig) {
+        if *self.config() != config {
+            let ipt = self.iptables().clone();
+            *self = FamilyProxier::new(ipt, config);
+        }
+    }
+
+    fn sync_family(&mut self, state: &FamilyState, full: bool) -> Result<SyncSummary, String> {
+        self.sync(state, full)
+            .map(|r| SyncSummary {
+                full: r.full,
+                skipped: r.skipped,
+                services_changed: r.services_changed,
+                bytes: r.bytes,
+                counters: vec![
+                    ("service_ports", r.stats.service_ports as u64),
+                    ("endpoints", r.stats.endpoints as u64),
+                    ("nat_rules", r.stats.nat_rules_total as u64),
+                    ("nat_rules_written", r.stats.nat_rules_written as u64),
+                    ("filter_rules", r.stats.filter_rules as u64),
+                ],
             })
-            .collect()
+            .map_err(|e| e.to_string())
     }
 
     fn intact(&self) -> bool {
-        self.families
-            .iter()
-            .all(|p| p.iptables().canaries_present())
+        self.iptables().canaries_present()
     }
 }
 

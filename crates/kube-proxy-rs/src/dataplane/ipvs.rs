@@ -2,67 +2,42 @@
 //! handle, `kube-ipvs0` handle, ipsets and iptables chains.
 
 use kpr_ipvs::{FamilyProxier, PlanConfig};
-use kpr_model::{IpFamily, ProxyState};
+use kpr_model::{FamilyState, IpFamily, ProxyState};
 
-use super::{DataPlane, FamilySync, SyncSummary};
+use super::{FamilyProxy, PerFamily, SyncSummary};
 
-/// Computes each family's plan settings from the state (node addresses change).
-pub type IpvsConfigs = Box<dyn Fn(&ProxyState) -> Vec<PlanConfig> + Send>;
+/// The IPVS data plane (built with [`PerFamily::from_proxiers`]).
+pub type IpvsDataPlane = PerFamily<FamilyProxier>;
 
-/// The IPVS data plane.
-pub struct IpvsDataPlane {
-    families: Vec<FamilyProxier>,
-    configs: IpvsConfigs,
-}
+impl FamilyProxy for FamilyProxier {
+    const MODE: &'static str = "ipvs";
+    type Config = PlanConfig;
 
-impl std::fmt::Debug for IpvsDataPlane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IpvsDataPlane")
-            .field("families", &self.families)
-            .finish()
-    }
-}
-
-impl IpvsDataPlane {
-    /// A data plane over per-family proxiers; `configs` recomputes their settings.
-    pub fn new(families: Vec<FamilyProxier>, configs: IpvsConfigs) -> Self {
-        Self { families, configs }
-    }
-}
-
-impl DataPlane for IpvsDataPlane {
-    fn mode(&self) -> &'static str {
-        "ipvs"
+    fn family(&self) -> IpFamily {
+        self.config().family
     }
 
-    fn sync(&mut self, state: &ProxyState, full: bool) -> Vec<FamilySync> {
-        for config in (self.configs)(state) {
-            for p in &mut self.families {
-                if p.config().family == config.family {
-                    p.set_config(config.clone());
-                }
-            }
-        }
-        self.families
-            .iter_mut()
-            .map(|p| {
-                let family = p.config().family;
-                let outcome = p
-                    .sync(state.family(family), full)
-                    .map(|r| SyncSummary {
-                        full: r.full,
-                        skipped: r.skipped,
-                        services_changed: r.services_changed,
-                        bytes: r.bytes,
-                        counters: vec![
-                            ("ipvs_operations", r.operations as u64),
-                            ("real_servers_draining", r.draining as u64),
-                        ],
-                    })
-                    .map_err(|e| e.to_string());
-                FamilySync { family, outcome }
+    fn config_family(config: &PlanConfig) -> IpFamily {
+        config.family
+    }
+
+    fn reconfigure(&mut self, config: PlanConfig) {
+        self.set_config(config);
+    }
+
+    fn sync_family(&mut self, state: &FamilyState, full: bool) -> Result<SyncSummary, String> {
+        self.sync(state, full)
+            .map(|r| SyncSummary {
+                full: r.full,
+                skipped: r.skipped,
+                services_changed: r.services_changed,
+                bytes: r.bytes,
+                counters: vec![
+                    ("ipvs_operations", r.operations as u64),
+                    ("real_servers_draining", r.draining as u64),
+                ],
             })
-            .collect()
+            .map_err(|e| e.to_string())
     }
 
     fn intact(&self) -> bool {

@@ -11,7 +11,14 @@ pub use iptables::{IptablesDataPlane, render_iptables_dry_run};
 pub use ipvs::{IpvsDataPlane, render_ipvs_dry_run};
 pub use nftables::{NftablesDataPlane, render_nftables_dry_run};
 
-use kpr_model::{IpFamily, ProxyState};
+/// Computes each family's iptables render settings from the state.
+pub type IptablesConfigs = Configs<kpr_iptables::RenderConfig>;
+/// Computes each family's nftables render settings from the state.
+pub type NftablesConfigs = Configs<kpr_nftables::RenderConfig>;
+/// Computes each family's IPVS plan settings from the state.
+pub type IpvsConfigs = Configs<kpr_ipvs::PlanConfig>;
+
+use kpr_model::{FamilyState, IpFamily, ProxyState};
 
 /// What one family's sync did, in mode-neutral terms.
 #[derive(Clone, Debug, Default)]
@@ -46,4 +53,74 @@ pub trait DataPlane: Send {
     /// False if our kernel objects vanished behind our back (someone flushed the
     /// rules): the loop then asks for a full sync.
     fn intact(&self) -> bool;
+}
+
+/// One family's proxier of a mode, as [`PerFamily`] drives it.
+pub trait FamilyProxy: Send + std::fmt::Debug {
+    /// The mode's name (`iptables`, `nftables`, `ipvs`).
+    const MODE: &'static str;
+    /// The mode's per-family settings.
+    type Config;
+    /// The family it programs.
+    fn family(&self) -> IpFamily;
+    /// The family `config` is for.
+    fn config_family(config: &Self::Config) -> IpFamily;
+    /// Takes `config` as its settings (a change makes the next sync full).
+    fn reconfigure(&mut self, config: Self::Config);
+    /// Brings the kernel to `state`.
+    fn sync_family(&mut self, state: &FamilyState, full: bool) -> Result<SyncSummary, String>;
+    /// False if its kernel objects vanished behind our back.
+    fn intact(&self) -> bool;
+}
+
+/// Computes each family's settings from the state (node IPs, ServiceCIDRs).
+pub type Configs<C> = Box<dyn Fn(&ProxyState) -> Vec<C> + Send>;
+
+/// A mode's data plane: one proxier per family, reconfigured before every sync.
+pub struct PerFamily<P: FamilyProxy> {
+    families: Vec<P>,
+    configs: Configs<P::Config>,
+}
+
+impl<P: FamilyProxy> std::fmt::Debug for PerFamily<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerFamily")
+            .field("mode", &P::MODE)
+            .field("families", &self.families)
+            .finish()
+    }
+}
+
+impl<P: FamilyProxy> PerFamily<P> {
+    /// A data plane over per-family proxiers; `configs` recomputes their settings.
+    pub fn from_proxiers(families: Vec<P>, configs: Configs<P::Config>) -> Self {
+        Self { families, configs }
+    }
+}
+
+impl<P: FamilyProxy> DataPlane for PerFamily<P> {
+    fn mode(&self) -> &'static str {
+        P::MODE
+    }
+
+    fn sync(&mut self, state: &ProxyState, full: bool) -> Vec<FamilySync> {
+        for config in (self.configs)(state) {
+            let family = P::config_family(&config);
+            if let Some(p) = self.families.iter_mut().find(|p| p.family() == family) {
+                p.reconfigure(config);
+            }
+        }
+        self.families
+            .iter_mut()
+            .map(|p| {
+                let family = p.family();
+                let outcome = p.sync_family(state.family(family), full);
+                FamilySync { family, outcome }
+            })
+            .collect()
+    }
+
+    fn intact(&self) -> bool {
+        self.families.iter().all(FamilyProxy::intact)
+    }
 }

@@ -1,28 +1,14 @@
 //! nftables mode: one [`FamilyProxier`] per family, each owning its family's
 //! `kube-proxy` table.
 
-use kpr_model::ProxyState;
+use kpr_model::{FamilyState, IpFamily, ProxyState};
 use kpr_nftables::nft::Nft;
 use kpr_nftables::{FamilyProxier, RenderConfig, render_ruleset};
 
-use super::{DataPlane, FamilySync, SyncSummary};
-
-/// Computes each family's nftables render settings from the state.
-pub type NftablesConfigs = Box<dyn Fn(&ProxyState) -> Vec<RenderConfig> + Send>;
+use super::{FamilyProxy, NftablesConfigs, PerFamily, SyncSummary};
 
 /// The nftables data plane.
-pub struct NftablesDataPlane {
-    families: Vec<FamilyProxier>,
-    configs: NftablesConfigs,
-}
-
-impl std::fmt::Debug for NftablesDataPlane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NftablesDataPlane")
-            .field("families", &self.families)
-            .finish()
-    }
-}
+pub type NftablesDataPlane = PerFamily<FamilyProxier>;
 
 impl NftablesDataPlane {
     /// A data plane over the given per-family nft handles; `configs` gives the
@@ -37,50 +23,44 @@ impl NftablesDataPlane {
                 Some(FamilyProxier::new(nft, cfg))
             })
             .collect();
-        Self { families, configs }
+        Self::from_proxiers(families, configs)
     }
 }
 
-impl DataPlane for NftablesDataPlane {
-    fn mode(&self) -> &'static str {
-        "nftables"
+impl FamilyProxy for FamilyProxier {
+    const MODE: &'static str = "nftables";
+    type Config = RenderConfig;
+
+    fn family(&self) -> IpFamily {
+        self.config().family
     }
 
-    fn sync(&mut self, state: &ProxyState, full: bool) -> Vec<FamilySync> {
-        for config in (self.configs)(state) {
-            for p in &mut self.families {
-                if p.config().family == config.family {
-                    p.set_config(config.clone());
-                }
-            }
-        }
-        self.families
-            .iter_mut()
-            .map(|p| {
-                let family = p.config().family;
-                let outcome = p
-                    .sync(state.family(family), full)
-                    .map(|r| SyncSummary {
-                        full: r.full,
-                        skipped: r.skipped,
-                        services_changed: r.services_changed,
-                        bytes: r.bytes,
-                        counters: vec![
-                            ("operations", r.operations as u64),
-                            ("stale_chains_deleted", r.stale_deleted as u64),
-                        ],
-                    })
-                    .map_err(|e| e.to_string());
-                FamilySync { family, outcome }
+    fn config_family(config: &RenderConfig) -> IpFamily {
+        config.family
+    }
+
+    fn reconfigure(&mut self, config: RenderConfig) {
+        self.set_config(config);
+    }
+
+    fn sync_family(&mut self, state: &FamilyState, full: bool) -> Result<SyncSummary, String> {
+        self.sync(state, full)
+            .map(|r| SyncSummary {
+                full: r.full,
+                skipped: r.skipped,
+                services_changed: r.services_changed,
+                bytes: r.bytes,
+                counters: vec![
+                    ("operations", r.operations as u64),
+                    ("stale_chains_deleted", r.stale_deleted as u64),
+                ],
             })
-            .collect()
+            .map_err(|e| e.to_string())
     }
 
     fn intact(&self) -> bool {
         // A failure to run nft is not "gone": the next sync reports it.
-        self.families
-            .iter()
-            .all(|p| p.nft().table_present().unwrap_or(true))
+        self.nft().table_present().unwrap_or(true)
     }
 }
 
