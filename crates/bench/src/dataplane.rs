@@ -203,10 +203,7 @@ fn program(
             let config = kpr_iptables::RenderConfig {
                 local_detector: cluster_cidr,
                 // Test-bed namespaces have no nfacct objects.
-                nfacct: kpr_iptables::NfacctCounters {
-                    localhost_nodeports: false,
-                    ct_invalid_dropped: false,
-                },
+                nfacct: kpr_iptables::NfacctCounters::NONE,
                 ..kpr_iptables::RenderConfig::new(IpFamily::V4)
             };
             let ipt = Iptables::new(IpFamily::V4, backend, runner);
@@ -215,9 +212,6 @@ fn program(
             Box::new(p)
         }
         Mode::Nftables => {
-            use kpr_nftables::netlink::NfTables;
-            use kpr_nftables::nft::Nft;
-            use kpr_nftables::objects::Family;
             let config = kpr_nftables::RenderConfig {
                 local_detector: cluster_cidr,
                 node_port_addresses: NodePortAddresses::Ips(vec![node_ip]),
@@ -225,19 +219,16 @@ fn program(
                 node_ip: Some(node_ip),
                 ..kpr_nftables::RenderConfig::new(IpFamily::V4)
             };
-            let socket = node.enter(NfTables::new)??;
-            let nft = Nft::new(Family(IpFamily::V4), runner)
-                .with_netlink(Arc::new(std::sync::Mutex::new(socket)));
+            let nft = crate::nft_netlink(node, runner)?;
             let mut p = kpr_nftables::FamilyProxier::new(nft, config);
             p.sync(state, true)?;
             Box::new(p)
         }
         Mode::Ipvs => {
             use kpr_iptables::apply::Iptables;
+            use kpr_ipvs::PlanConfig;
             use kpr_ipvs::device::Device;
             use kpr_ipvs::ipset::Ipset;
-            use kpr_ipvs::links::Links;
-            use kpr_ipvs::{Ipvs, PlanConfig};
             let config = PlanConfig {
                 local_detector: cluster_cidr,
                 node_port_ips: vec![node_ip],
@@ -245,9 +236,7 @@ fn program(
                 node_ip: Some(node_ip),
                 ..PlanConfig::new(IpFamily::V4)
             };
-            let (table, links) = node.enter(|| -> anyhow::Result<(Ipvs, Links)> {
-                Ok((Ipvs::new()?, Links::new()?))
-            })??;
+            let (table, links) = crate::ipvs::handles(node)?;
             let mut p = kpr_ipvs::FamilyProxier::new(
                 config,
                 Vec::new(),

@@ -19,10 +19,7 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
     let config = RenderConfig {
         local_detector: LocalDetector::Cidr("10.128.0.0/9".parse()?),
         // The benchmark namespace has no nfacct counters.
-        nfacct: kpr_iptables::NfacctCounters {
-            localhost_nodeports: false,
-            ct_invalid_dropped: false,
-        },
+        nfacct: kpr_iptables::NfacctCounters::NONE,
         ..RenderConfig::new(IpFamily::V4)
     };
 

@@ -29,7 +29,7 @@ fn config() -> anyhow::Result<PlanConfig> {
 }
 
 /// IPVS and link handles opened inside `ns`.
-fn handles(ns: &Netns) -> anyhow::Result<(Ipvs, Links)> {
+pub(crate) fn handles(ns: &Netns) -> anyhow::Result<(Ipvs, Links)> {
     ns.enter(|| -> anyhow::Result<(Ipvs, Links)> { Ok((Ipvs::new()?, Links::new()?)) })?
 }
 

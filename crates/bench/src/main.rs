@@ -98,6 +98,19 @@ impl Runner for InNetns {
     }
 }
 
+/// An nft handle for the IPv4 table in `ns` that sends transactions over netlink,
+/// as the proxy does (`runner` runs `nft` there for listing and fallback).
+fn nft_netlink(
+    ns: &kpr_netns_lab::Netns,
+    runner: std::sync::Arc<dyn Runner>,
+) -> anyhow::Result<kpr_nftables::nft::Nft> {
+    use kpr_nftables::netlink::NfTables;
+    use kpr_nftables::objects::Family;
+    let socket = ns.enter(NfTables::new)??;
+    Ok(kpr_nftables::nft::Nft::new(Family(IpFamily::V4), runner)
+        .with_netlink(std::sync::Arc::new(std::sync::Mutex::new(socket))))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()

@@ -2,7 +2,7 @@
 //! namespace as the baseline, the proxier's first and forced full syncs, and one
 //! endpoint change and one new Service as partial syncs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use kpr_bench::generate::Shape;
@@ -10,13 +10,11 @@ use kpr_iptables::exec::Runner;
 use kpr_model::{IpFamily, LocalDetector, NodePortAddresses, Objects, ProxyState};
 use kpr_netns_lab::Netns;
 use kpr_nftables::names::MARK_FOR_MASQUERADE;
-use kpr_nftables::netlink::NfTables;
-use kpr_nftables::nft::Nft;
 use kpr_nftables::objects::{Chain, Family, Rule};
 use kpr_nftables::transaction::Transaction;
 use kpr_nftables::{FamilyProxier, RenderConfig, render_ruleset};
 
-use crate::{Args, InNetns, Partial, median, ms, partial_syncs, row};
+use crate::{Args, InNetns, Partial, median, ms, nft_netlink, partial_syncs, row};
 
 /// Runs the nftables measurements.
 pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> anyhow::Result<()> {
@@ -84,9 +82,7 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
     let runner: Arc<dyn Runner> = Arc::new(InNetns(ns.name().to_string()));
     // Transactions over netlink, as the proxy sends them; `nft -f` of the same
     // partial transaction is measured below as the baseline.
-    let socket = ns.enter(NfTables::new)??;
-    let nft =
-        Nft::new(Family(IpFamily::V4), runner.clone()).with_netlink(Arc::new(Mutex::new(socket)));
+    let nft = nft_netlink(&ns, runner.clone())?;
     let mut proxier = FamilyProxier::new(nft, config);
     if let Some(ops) = args.batch_ops {
         proxier = proxier.with_batch_ops(ops);

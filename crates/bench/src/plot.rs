@@ -14,6 +14,15 @@ const COLORS: [RGBColor; 3] = [
     RGBColor(40, 150, 70),
 ];
 
+/// `mode`'s series as (Services, `y`) points, Services at least 1 (log axis).
+fn points(series: &[Series], mode: &str, y: impl Fn(&Series) -> f64) -> Vec<(f64, f64)> {
+    series
+        .iter()
+        .filter(|s| s.mode == mode)
+        .map(|s| (s.services.max(1) as f64, y(s)))
+        .collect()
+}
+
 /// Writes the figure for `series` to `path`.
 pub fn write(path: &Path, series: &[Series]) -> anyhow::Result<()> {
     let mut modes: Vec<&str> = series.iter().map(|s| s.mode.as_str()).collect();
@@ -49,11 +58,7 @@ pub fn write(path: &Path, series: &[Series]) -> anyhow::Result<()> {
         .draw()?;
     for (i, mode) in modes.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = series
-            .iter()
-            .filter(|s| s.mode == *mode)
-            .map(|s| ((s.services.max(1)) as f64, s.sync.as_secs_f64().max(0.001)))
-            .collect();
+        let points = points(series, mode, |s| s.sync.as_secs_f64().max(0.001));
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(*mode)
@@ -92,15 +97,11 @@ pub fn write(path: &Path, series: &[Series]) -> anyhow::Result<()> {
         .draw()?;
     for (i, mode) in modes.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let of = |direct: bool| -> Vec<(f64, f64)> {
-            series
-                .iter()
-                .filter(|s| s.mode == *mode)
-                .map(|s| {
-                    let l = if direct { s.direct } else { s.vip };
-                    (s.services.max(1) as f64, l.p50.as_secs_f64() * 1e6)
-                })
-                .collect()
+        let of = |direct: bool| {
+            points(series, mode, |s| {
+                let l = if direct { s.direct } else { s.vip };
+                l.p50.as_secs_f64() * 1e6
+            })
         };
         chart
             .draw_series(LineSeries::new(of(false), color.stroke_width(2)))?

@@ -41,6 +41,14 @@ pub struct NfacctCounters {
     pub ct_invalid_dropped: bool,
 }
 
+impl NfacctCounters {
+    /// No counters (a namespace where none were created): rules use none.
+    pub const NONE: NfacctCounters = NfacctCounters {
+        localhost_nodeports: false,
+        ct_invalid_dropped: false,
+    };
+}
+
 /// Settings for rendering one family.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RenderConfig {

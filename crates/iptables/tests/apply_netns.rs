@@ -48,10 +48,7 @@ fn config() -> RenderConfig {
     RenderConfig {
         local_detector: LocalDetector::Cidr("10.0.0.0/8".parse().unwrap()),
         // nfacct objects are not created by this test.
-        nfacct: NfacctCounters {
-            localhost_nodeports: false,
-            ct_invalid_dropped: false,
-        },
+        nfacct: NfacctCounters::NONE,
         ..RenderConfig::new(IpFamily::V4)
     }
 }

@@ -181,6 +181,15 @@ impl Encoder<'_> {
         self.buf.str_attr(1, TABLE);
     }
 
+    /// A message of type `msg` naming one object of the table: its name in
+    /// attribute `attr` (the chain or set attribute of that message type).
+    fn named(&mut self, msg: u16, attr: u16, name: &str) {
+        self.begin(msg, F_REQUEST);
+        self.table();
+        self.buf.str_attr(attr, name);
+        self.buf.end_msg();
+    }
+
     fn op(&mut self, op: &Op) -> Result<(), Unsupported> {
         match op {
             Op::AddTable => {
@@ -197,18 +206,8 @@ impl Encoder<'_> {
             }
             Op::AddChain(c) => self.chain(c)?,
             Op::AddChainName(name) => self.chain(&Chain::new(name.clone(), Vec::new()))?,
-            Op::FlushChain(name) => {
-                self.begin(DELRULE, F_REQUEST);
-                self.table();
-                self.buf.str_attr(2, name);
-                self.buf.end_msg();
-            }
-            Op::DeleteChain(name) => {
-                self.begin(DELCHAIN, F_REQUEST);
-                self.table();
-                self.buf.str_attr(3, name);
-                self.buf.end_msg();
-            }
+            Op::FlushChain(name) => self.named(DELRULE, 2, name),
+            Op::DeleteChain(name) => self.named(DELCHAIN, 3, name),
             Op::AddRule(chain, rule) => {
                 let anon = anon::anonymous_set(self.fam, rule)?;
                 let anon = anon.as_ref().map(|set| self.anonymous_set(set));
@@ -224,18 +223,8 @@ impl Encoder<'_> {
                 self.buf.end_msg();
             }
             Op::AddSet(set) => self.set(set)?,
-            Op::FlushSet(name) => {
-                self.begin(DELSETELEM, F_REQUEST);
-                self.table();
-                self.buf.str_attr(2, name);
-                self.buf.end_msg();
-            }
-            Op::DeleteSet(name) => {
-                self.begin(DELSET, F_REQUEST);
-                self.table();
-                self.buf.str_attr(2, name);
-                self.buf.end_msg();
-            }
+            Op::FlushSet(name) => self.named(DELSETELEM, 2, name),
+            Op::DeleteSet(name) => self.named(DELSET, 2, name),
             Op::AddElement(e) => self.element(e)?,
             Op::DeleteElement(set, key) => {
                 let key = parse_key(key)?;
