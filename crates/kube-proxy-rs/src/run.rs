@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use kpr_kube_source::{ChangeBatch, SourceEvent};
+use kpr_kube_source::{ChangeBatch, SourceError, SourceEvent};
 use kpr_model::{Change, ProxyState, Store};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -293,6 +293,10 @@ fn handle_event(
             *ready = true;
             scheduler.request_full();
             observer.queued();
+        }
+        SourceEvent::Error(e @ SourceError::Unavailable { .. }) => {
+            warn!(error = %e, "optional API resource unavailable");
+            observer.source_error();
         }
         SourceEvent::Error(e) => {
             warn!(error = %e, "API source problem; retrying, the rules stay in place");

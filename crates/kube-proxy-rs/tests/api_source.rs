@@ -1,6 +1,6 @@
 //! The binary against an API server: kube-proxy-rs in a network namespace watches a
 //! fake API server (the real list/watch wire protocol, see kpr-kube-source's tests)
-//! and programs nftables from it; follows changes; keeps its rules while the API
+//! and programs nftables from it; follows changes (ServiceCIDRs included); keeps its rules while the API
 //! server is down and catches up when it returns; reports programming latency; and
 //! turns `/healthz` unhealthy when its Node is deleted. Needs root.
 
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use fake_api::{FakeApi, Resource};
 use kpr_netns_lab::Netns;
 use kpr_netns_lab::client::http_get_here;
-use support::{NODE, node, service, slice};
+use support::{NODE, node, service, service_cidr, slice};
 
 /// Kills the proxy when the test ends, however it ends.
 struct Proxy(Child);
@@ -172,6 +172,17 @@ async fn scenario(ns: String, dir: std::path::PathBuf) {
     until("web deleted, db added", limit, &log, || {
         let t = nft(&ns);
         !t.contains("10.96.0.10 . tcp . 80") && t.contains("10.96.0.20 . tcp . 5432")
+    })
+    .await;
+
+    // A ServiceCIDR: traffic to its unallocated addresses is dropped from then on.
+    assert!(!nft(&ns).contains("10.96.0.0/16"));
+    fake.put(
+        Resource::ServiceCidrs,
+        &service_cidr("kubernetes", &["10.96.0.0/16"]),
+    );
+    until("ServiceCIDR programmed", limit, &log, || {
+        nft(&ns).contains("ip daddr 10.96.0.0/16 drop")
     })
     .await;
 

@@ -74,6 +74,20 @@ pub enum SourceError {
         /// When the next attempt is made.
         retry_in: std::time::Duration,
     },
+    /// The API server answered a list of an optional kind with 404 (it does not serve
+    /// the resource) or 403 (the proxy may not read it). The source goes on without
+    /// it, treating it as empty, and asks again after `retry_in`.
+    #[error("{kind}: {}; going on without them, asking again in {retry_in:?}", unavailable_reason(*.code, .message))]
+    Unavailable {
+        /// The optional kind.
+        kind: WatchedKind,
+        /// The HTTP status code (404 or 403).
+        code: u16,
+        /// The API server's message.
+        message: String,
+        /// When the next attempt is made.
+        retry_in: std::time::Duration,
+    },
     /// The API server sent an object that does not decode as its kind. It is skipped;
     /// the version delivered before (if any) stays in effect.
     #[error(
@@ -95,7 +109,9 @@ impl SourceError {
     /// The kind the error is about.
     pub fn kind(&self) -> WatchedKind {
         match self {
-            Self::Watch { kind, .. } | Self::InvalidObject { kind, .. } => *kind,
+            Self::Watch { kind, .. }
+            | Self::Unavailable { kind, .. }
+            | Self::InvalidObject { kind, .. } => *kind,
         }
     }
 
@@ -103,5 +119,18 @@ impl SourceError {
     /// with a server error (as opposed to a bad object).
     pub fn is_connection_error(&self) -> bool {
         matches!(self, Self::Watch { .. })
+    }
+}
+
+fn unavailable_reason(code: u16, message: &str) -> String {
+    match code {
+        404 => format!(
+            "not served by this API server (HTTP 404 {message:?}; ServiceCIDRs are GA since Kubernetes 1.33), \
+             so nftables mode does not drop traffic to unallocated ClusterIPs"
+        ),
+        _ => format!(
+            "forbidden (HTTP {code} {message:?}): grant list and watch on networking.k8s.io servicecidrs \
+             (deploy/rbac.yaml does)"
+        ),
     }
 }

@@ -17,11 +17,21 @@ pub enum WatchedKind {
     EndpointSlices,
     /// `v1/Node`, this node only.
     Node,
+    /// `networking.k8s.io/v1/ServiceCIDR`: the ranges ClusterIPs come from (nftables
+    /// mode drops traffic to unallocated addresses in them). Optional: an API server
+    /// that does not serve it (before Kubernetes 1.33, or RBAC without it) does not
+    /// hold up the first sync.
+    ServiceCidrs,
 }
 
 impl WatchedKind {
     /// Every watched kind.
-    pub const ALL: [WatchedKind; 3] = [Self::Services, Self::EndpointSlices, Self::Node];
+    pub const ALL: [WatchedKind; 4] = [
+        Self::Services,
+        Self::EndpointSlices,
+        Self::Node,
+        Self::ServiceCidrs,
+    ];
 
     /// The model's name for the kind.
     pub fn object_kind(self) -> ObjectKind {
@@ -29,6 +39,7 @@ impl WatchedKind {
             Self::Services => ObjectKind::Service,
             Self::EndpointSlices => ObjectKind::EndpointSlice,
             Self::Node => ObjectKind::Node,
+            Self::ServiceCidrs => ObjectKind::ServiceCidr,
         }
     }
 
@@ -38,16 +49,24 @@ impl WatchedKind {
             Self::Services => 0,
             Self::EndpointSlices => 1,
             Self::Node => 2,
+            Self::ServiceCidrs => 3,
         }
     }
 
+    /// True for kinds the first sync waits for only if the API server serves them
+    /// (a 404 or 403 on the list counts as "listed, none").
+    pub fn is_optional(self) -> bool {
+        self == Self::ServiceCidrs
+    }
+
     /// The change that deletes the object called `key` of this kind (`key.namespace`
-    /// is empty for Nodes).
+    /// is empty for the cluster-scoped Nodes and ServiceCIDRs).
     pub fn delete_change(self, key: NamespacedName) -> Change {
         match self {
             Self::Services => Change::ServiceDelete(key),
             Self::EndpointSlices => Change::SliceDelete(key),
             Self::Node => Change::NodeDelete(key.name),
+            Self::ServiceCidrs => Change::ServiceCidrDelete(key.name),
         }
     }
 }
@@ -58,6 +77,7 @@ impl fmt::Display for WatchedKind {
             Self::Services => "services",
             Self::EndpointSlices => "endpointslices",
             Self::Node => "node",
+            Self::ServiceCidrs => "servicecidrs",
         })
     }
 }
@@ -110,7 +130,8 @@ impl ChangeBatch {
 /// - Apply the `changes` of [`SourceEvent::Changes`] and [`SourceEvent::Relisted`] to the
 ///   model in the order received; both are plain [`kpr_model::Store::apply`] calls.
 /// - Program nothing before [`SourceEvent::Synced`]: it comes once, after the first
-///   complete list of every kind has been delivered.
+///   complete list of every kind has been delivered (for an optional kind, or after
+///   the server said it does not serve it: [`SourceError::Unavailable`]).
 /// - A [`SourceEvent::Relisted`] batch already is the difference between what the
 ///   source delivered before and the new complete list of that kind (upserts of new or
 ///   changed objects, deletions of vanished ones, nothing for unchanged ones), so

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kpr_model::store::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 use kpr_model::{Change, NamespacedName};
@@ -130,6 +131,13 @@ impl Watched for Node {
     }
     fn into_change(self) -> Change {
         Change::NodeUpsert(Box::new(self))
+    }
+}
+
+impl Watched for ServiceCIDR {
+    const KIND: WatchedKind = WatchedKind::ServiceCidrs;
+    fn into_change(self) -> Change {
+        Change::ServiceCidrUpsert(Box::new(self))
     }
 }
 

@@ -7,6 +7,7 @@ use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::Api;
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
@@ -42,6 +43,9 @@ pub struct SourceConfig {
     pub channel_capacity: usize,
     /// Most watch events merged into one [`SourceEvent::Changes`].
     pub max_batch: usize,
+    /// How long to wait before asking again for an optional kind the API server does
+    /// not serve or the proxy may not read ([`SourceError::Unavailable`]).
+    pub unavailable_retry: Duration,
 }
 
 impl SourceConfig {
@@ -54,6 +58,7 @@ impl SourceConfig {
             watch_timeout: None,
             channel_capacity: 64,
             max_batch: 1024,
+            unavailable_retry: Duration::from_secs(300),
         }
     }
 
@@ -96,7 +101,8 @@ impl Drop for SourceHandle {
     }
 }
 
-/// Starts watching Services, EndpointSlices and this node's Node through `api`.
+/// Starts watching Services, EndpointSlices, this node's Node and the ServiceCIDRs
+/// through `api`.
 /// Must be called inside a tokio runtime.
 pub fn spawn(api: &ApiClient, config: SourceConfig) -> (mpsc::Receiver<SourceEvent>, SourceHandle) {
     spawn_with(api.client.clone(), api.connectivity.clone(), config)
@@ -115,17 +121,23 @@ pub fn spawn_with(
     streams.push(kind_stream::<Service>(
         client.clone(),
         config.watcher_config(Some(&svc_labels), Some(&svc_fields)),
-        config.backoff,
+        &config,
     ));
     streams.push(kind_stream::<EndpointSlice>(
         client.clone(),
         config.watcher_config(Some(&endpoint_slice_selector()), None),
-        config.backoff,
+        &config,
     ));
     streams.push(kind_stream::<Node>(
-        client,
+        client.clone(),
         config.watcher_config(None, Some(&node_selector(&config.node_name))),
-        config.backoff,
+        &config,
+    ));
+    // Upstream watches ServiceCIDRs unfiltered (`NewServiceCIDRConfig`).
+    streams.push(kind_stream::<ServiceCIDR>(
+        client,
+        config.watcher_config(None, None),
+        &config,
     ));
     let pump = Pump {
         trackers: WatchedKind::ALL.map(KindTracker::new),
@@ -148,6 +160,12 @@ enum Item {
         error: watcher::Error,
         retry_in: Duration,
     },
+    /// An optional kind is not served or not readable (404/403 on the list).
+    Unavailable {
+        code: u16,
+        message: String,
+        retry_in: Duration,
+    },
 }
 
 type GuardedStream<K> = BoxStream<'static, Result<watcher::Event<Lenient<K>>, watcher::Error>>;
@@ -157,6 +175,7 @@ struct KindStream<K: Watched> {
     config: watcher::Config,
     watcher: Option<GuardedStream<K>>,
     backoff: Backoff,
+    unavailable_retry: Duration,
     delay: Option<Duration>,
 }
 
@@ -166,16 +185,34 @@ fn gone_at_watch_start(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
 }
 
+/// For an optional kind: the status code and message of a list or watch start the
+/// server refused with 404 (not served) or 403 (not allowed).
+fn unavailable(kind: WatchedKind, error: &watcher::Error) -> Option<(u16, String)> {
+    if !kind.is_optional() {
+        return None;
+    }
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+            if matches!(status.code, 403 | 404) =>
+        {
+            Some((status.code, status.message.clone()))
+        }
+        _ => None,
+    }
+}
+
 fn kind_stream<K: Watched>(
     client: kube::Client,
-    config: watcher::Config,
-    backoff: BackoffSettings,
+    watch: watcher::Config,
+    config: &SourceConfig,
 ) -> BoxStream<'static, (WatchedKind, Item)> {
     let state = KindStream::<K> {
         api: Api::all(client),
-        config,
+        config: watch,
         watcher: None,
-        backoff: Backoff::new(backoff),
+        backoff: Backoff::new(config.backoff),
+        unavailable_retry: config.unavailable_retry,
         delay: None,
     };
     futures::stream::unfold(state, |mut st| async move {
@@ -202,6 +239,17 @@ fn kind_stream<K: Watched>(
                     watcher::Event::Apply(o) => Item::Apply(see(o)),
                     watcher::Event::Delete(o) => Item::Delete(see(o)),
                 },
+                Some(Err(error)) if let Some((code, message)) = unavailable(K::KIND, &error) => {
+                    // Not a connection problem: ask again much later, from a fresh list.
+                    st.watcher = None;
+                    let retry_in = st.unavailable_retry;
+                    st.delay = Some(retry_in);
+                    Item::Unavailable {
+                        code,
+                        message,
+                        retry_in,
+                    }
+                }
                 Some(Err(error)) => {
                     let retry_in = st.backoff.on_error(Instant::now());
                     if gone_at_watch_start(&error) {
@@ -218,7 +266,7 @@ fn kind_stream<K: Watched>(
 }
 
 struct Pump {
-    trackers: [KindTracker; 3],
+    trackers: [KindTracker; WatchedKind::ALL.len()],
     synced: bool,
     started: SystemTime,
     connectivity: Connectivity,
@@ -276,11 +324,24 @@ impl Pump {
                     batch,
                 });
                 out.extend(errors);
-                if !self.synced && self.trackers.iter().all(|t| t.lists() > 0) {
-                    self.synced = true;
-                    let node_found = self.trackers[WatchedKind::Node.index()].len() > 0;
-                    out.push(SourceEvent::Synced { node_found });
+                self.check_synced(out);
+            }
+            Item::Unavailable {
+                code,
+                message,
+                retry_in,
+            } => {
+                // The server answered: it is reachable.
+                self.connectivity.mark_connected();
+                if tracker.mark_unavailable() {
+                    out.push(SourceEvent::Error(SourceError::Unavailable {
+                        kind,
+                        code,
+                        message,
+                        retry_in,
+                    }));
                 }
+                self.check_synced(out);
             }
             Item::Apply(seen) => {
                 self.connectivity.mark_connected();
@@ -300,6 +361,15 @@ impl Pump {
                     retry_in,
                 }));
             }
+        }
+    }
+
+    /// Sends `Synced` once every kind has been listed (or, if optional, refused).
+    fn check_synced(&mut self, out: &mut Vec<SourceEvent>) {
+        if !self.synced && self.trackers.iter().all(KindTracker::settled) {
+            self.synced = true;
+            let node_found = self.trackers[WatchedKind::Node.index()].len() > 0;
+            out.push(SourceEvent::Synced { node_found });
         }
     }
 

@@ -48,6 +48,8 @@ pub(crate) struct KindTracker {
     listing: Option<Vec<Seen>>,
     /// Completed lists so far.
     lists: u64,
+    /// The server refused the last list of this optional kind (404/403).
+    unavailable: bool,
 }
 
 impl KindTracker {
@@ -57,7 +59,21 @@ impl KindTracker {
             known: HashMap::new(),
             listing: None,
             lists: 0,
+            unavailable: false,
         }
+    }
+
+    /// True once the kind no longer holds up the first sync: it was listed, or (an
+    /// optional kind) the server refused to list it.
+    pub(crate) fn settled(&self) -> bool {
+        self.lists > 0 || self.unavailable
+    }
+
+    /// The server refused to list this optional kind; true if that is news (it was
+    /// listed, or never tried, before). What was delivered stays.
+    pub(crate) fn mark_unavailable(&mut self) -> bool {
+        self.listing = None;
+        !std::mem::replace(&mut self.unavailable, true)
     }
 
     /// Number of completed lists.
@@ -104,6 +120,7 @@ impl KindTracker {
             .extend(vanished.into_iter().map(|k| self.kind.delete_change(k)));
         self.known = known;
         self.lists += 1;
+        self.unavailable = false;
         step
     }
 
@@ -237,6 +254,24 @@ mod tests {
 
     /// An undecodable object is reported, not delivered, and does not count as
     /// vanished in the next list (the last good version stays in the model).
+    #[test]
+    fn refused_optional_kind_settles_once_and_keeps_what_it_had() {
+        let mut t = KindTracker::new(WatchedKind::ServiceCidrs);
+        assert!(!t.settled());
+        assert!(t.mark_unavailable(), "news the first time");
+        assert!(!t.mark_unavailable(), "not news again");
+        assert!(t.settled() && t.lists() == 0);
+        list(&mut t, &[("a", "1")]);
+        assert!(t.settled() && t.lists() == 1);
+        // Refused again (RBAC changed): news, and nothing is deleted.
+        assert!(t.mark_unavailable());
+        assert_eq!(t.len(), 1);
+        assert!(
+            list(&mut t, &[("a", "1")]).is_empty(),
+            "same object, no change"
+        );
+    }
+
     #[test]
     fn invalid_objects_are_reported_and_kept() {
         let mut t = KindTracker::new(WatchedKind::Services);

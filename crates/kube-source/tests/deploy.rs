@@ -101,6 +101,7 @@ fn rbac_grants_exactly_what_the_proxy_needs() {
         ("", "services"),
         ("", "nodes"),
         ("discovery.k8s.io", "endpointslices"),
+        ("networking.k8s.io", "servicecidrs"),
     ] {
         for verb in ["get", "list", "watch"] {
             expected.insert(format!("{group}/{resource}:{verb}"));

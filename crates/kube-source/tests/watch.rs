@@ -2,7 +2,9 @@
 //! No test contacts a real cluster.
 #![allow(clippy::unwrap_used)]
 
+#[allow(dead_code)]
 mod fake_api;
+#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeSet;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use fake_api::{FakeApi, GoneMode, Resource};
 use kpr_model::Change;
 use serde_json::json;
-use support::{NODE, describe, node, service, slice, start_source, test_config};
+use support::{NODE, describe, node, service, service_cidr, slice, start_source, test_config};
 
 /// A small cluster: two proxied Services with slices, objects the selectors exclude,
 /// this node and another one.
@@ -47,13 +49,17 @@ fn populate(fake: &FakeApi) {
     fake.put(Resource::EndpointSlices, &headless_slice);
     fake.put(Resource::Nodes, &node(NODE, "192.168.1.10", "zone-a"));
     fake.put(Resource::Nodes, &node("node-b", "192.168.1.11", "zone-b"));
+    fake.put(
+        Resource::ServiceCidrs,
+        &service_cidr("kubernetes", &["10.96.0.0/16", "fd00:10:96::/112"]),
+    );
 }
 
 fn deletions(changes: &[String]) -> Vec<&String> {
     changes.iter().filter(|c| c.contains("- ")).collect()
 }
 
-/// The first lists of all three kinds come before `Synced` (so the sync loop never
+/// The first lists of all four kinds come before `Synced` (so the sync loop never
 /// programs a partial view), the model then equals the server's objects, and watch
 /// events that follow (add, update, delete, leaving a selector) arrive as changes.
 #[tokio::test]
@@ -75,7 +81,7 @@ async fn initial_lists_then_watch_yield_the_right_changes() {
         .collect();
     assert_eq!(
         listed,
-        BTreeSet::from(["endpointslices", "node", "services"])
+        BTreeSet::from(["endpointslices", "node", "servicecidrs", "services"])
     );
     assert!(
         c.events[..synced_at]
@@ -114,17 +120,31 @@ async fn initial_lists_then_watch_yield_the_right_changes() {
         .into(),
     );
     fake.put(Resource::Services, &leaving);
+    fake.put(
+        Resource::ServiceCidrs,
+        &service_cidr("extra", &["172.30.0.0/16"]),
+    );
+    fake.delete(Resource::ServiceCidrs, "", "kubernetes");
     c.until("the watch changes", |c| {
         let after_sync = &c.changes[synced_changes..];
-        ["slice- ns/db-1", "service- ns/db"]
+        ["slice- ns/db-1", "service- ns/db", "cidr- kubernetes"]
             .iter()
             .all(|l| after_sync.iter().any(|c| c == l))
             && after_sync.iter().any(|l| l.starts_with("service+ ns/api@"))
             && after_sync.iter().any(|l| l.starts_with("slice+ ns/api-1@"))
             && after_sync.iter().any(|l| l.starts_with("slice+ ns/web-1@"))
+            && after_sync.iter().any(|l| l.starts_with("cidr+ extra@"))
     })
     .await;
     c.converge(&fake, "watch changes").await;
+    let cidrs: Vec<String> = c
+        .store
+        .snapshot()
+        .service_cidrs
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(cidrs, ["172.30.0.0/16"]);
     assert!(c.events.iter().any(|e| e.starts_with("changes ")));
 }
 
@@ -146,10 +166,14 @@ async fn an_update_arrives_once() {
     let before = fake.requests().len();
     fake.end_watches();
     c.idle(Duration::from_millis(300)).await;
-    assert_eq!(fake.open_watches(), 3, "watches re-opened");
+    assert_eq!(
+        fake.open_watches(),
+        Resource::ALL.len(),
+        "watches re-opened"
+    );
     // Re-opened where the bookmark said, not from the start and not with a re-list.
     let rewatches: Vec<_> = fake.requests()[before..].to_vec();
-    assert_eq!(rewatches.len(), 3, "{rewatches:?}");
+    assert_eq!(rewatches.len(), Resource::ALL.len(), "{rewatches:?}");
     for r in &rewatches {
         assert!(r.is_watch(), "{r:?}");
         assert_eq!(r.query["resourceVersion"], rv.to_string());
@@ -330,7 +354,10 @@ async fn selectors_are_sent() {
     populate(&fake);
     let (mut c, _handle) = start_source(&fake, test_config()).await;
     c.converge(&fake, "initial sync").await;
-    c.until("three watches", |_| fake.open_watches() == 3).await;
+    c.until("every watch", |_| {
+        fake.open_watches() == Resource::ALL.len()
+    })
+    .await;
     let requests = fake.requests();
     let expect = [
         (
@@ -344,6 +371,7 @@ async fn selectors_are_sent() {
             None,
         ),
         (Resource::Nodes, None, Some("metadata.name=node-a")),
+        (Resource::ServiceCidrs, None, None),
     ];
     for (resource, labels, fields) in expect {
         let mine: Vec<_> = requests

@@ -1,5 +1,5 @@
 //! A fake Kubernetes API server on 127.0.0.1 speaking the real list/watch wire
-//! protocol for Services, EndpointSlices and Nodes:
+//! protocol for Services, EndpointSlices, Nodes and ServiceCIDRs:
 //!
 //! - `GET /api/v1/services` (and the others) lists as JSON with
 //!   `metadata.resourceVersion`, honouring `labelSelector`, `fieldSelector`, `limit`
@@ -11,7 +11,10 @@
 //! - after [`FakeApi::compact`], a watch from an older resourceVersion gets `410 Gone`
 //!   (as an `ERROR` event, like the real server, or as an HTTP status);
 //! - failures on demand: 5xx `Status` answers, cleanly ended or abruptly broken
-//!   watches, and the whole server stopping (connection refused) and coming back.
+//!   watches, and the whole server stopping (connection refused) and coming back;
+//! - a resource not served (404 with the real server's plain-text body, as for a
+//!   group version it does not know) or forbidden (403 `Status`), see
+//!   [`FakeApi::refuse`].
 //!
 //! Every request is recorded for assertions.
 
@@ -42,25 +45,35 @@ pub enum Resource {
     Services,
     EndpointSlices,
     Nodes,
+    ServiceCidrs,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 3] = [Self::Services, Self::EndpointSlices, Self::Nodes];
+    pub const ALL: [Resource; 4] = [
+        Self::Services,
+        Self::EndpointSlices,
+        Self::Nodes,
+        Self::ServiceCidrs,
+    ];
 
     pub fn path(self) -> &'static str {
         match self {
             Self::Services => "/api/v1/services",
             Self::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
             Self::Nodes => "/api/v1/nodes",
+            Self::ServiceCidrs => "/apis/networking.k8s.io/v1/servicecidrs",
         }
     }
 
     fn list_kind(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Services => ("v1", "ServiceList"),
-            Self::EndpointSlices => ("discovery.k8s.io/v1", "EndpointSliceList"),
-            Self::Nodes => ("v1", "NodeList"),
-        }
+        let (api_version, _) = self.kind();
+        let list = match self {
+            Self::Services => "ServiceList",
+            Self::EndpointSlices => "EndpointSliceList",
+            Self::Nodes => "NodeList",
+            Self::ServiceCidrs => "ServiceCIDRList",
+        };
+        (api_version, list)
     }
 
     fn kind(self) -> (&'static str, &'static str) {
@@ -68,6 +81,7 @@ impl Resource {
             Self::Services => ("v1", "Service"),
             Self::EndpointSlices => ("discovery.k8s.io/v1", "EndpointSlice"),
             Self::Nodes => ("v1", "Node"),
+            Self::ServiceCidrs => ("networking.k8s.io/v1", "ServiceCIDR"),
         }
     }
 }
@@ -124,6 +138,9 @@ struct State {
     /// Events posted to `events.k8s.io/v1`, in order.
     events: Vec<Value>,
     fail_next: VecDeque<u16>,
+    /// Resources answered with this HTTP status instead (404: not served, 403:
+    /// forbidden), before any other failure.
+    refused: HashMap<Resource, u16>,
     gone_mode: GoneMode,
     watches: Vec<Watch>,
     pages: HashMap<String, (Vec<Value>, u64)>,
@@ -179,6 +196,7 @@ impl FakeApi {
             requests: Vec::new(),
             events: Vec::new(),
             fail_next: VecDeque::new(),
+            refused: HashMap::new(),
             gone_mode: GoneMode::Event,
             watches: Vec::new(),
             pages: HashMap::new(),
@@ -342,6 +360,16 @@ impl FakeApi {
         lock(&self.state).fail_next.extend(codes);
     }
 
+    /// Answers every request for `resource` with `code` (404: the server does not
+    /// serve it; 403: the client may not read it), or serves it again (`None`).
+    pub fn refuse(&self, resource: Resource, code: Option<u16>) {
+        let mut st = lock(&self.state);
+        match code {
+            Some(code) => st.refused.insert(resource, code),
+            None => st.refused.remove(&resource),
+        };
+    }
+
     /// Sends a `BOOKMARK` with the current resourceVersion on every open watch.
     pub fn bookmark(&self) {
         let mut st = lock(&self.state);
@@ -457,6 +485,34 @@ fn handle(
             .status(StatusCode::OK)
             .body(Body::from_stream(broken))
             .unwrap();
+    }
+    match st.refused.get(&resource) {
+        // What a real API server says for a group version it does not serve.
+        Some(404) => {
+            return (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "404 page not found\n",
+            )
+                .into_response();
+        }
+        Some(403) => {
+            let body = status(
+                403,
+                "Forbidden",
+                &format!(
+                    "{} is forbidden: User \"system:serviceaccount:kube-system:kube-proxy-rs\" \
+                     cannot list resource at the cluster scope",
+                    resource.path()
+                ),
+            );
+            return json_response(StatusCode::FORBIDDEN, &body);
+        }
+        Some(&code) => {
+            let body = status(code, "InternalError", "refused");
+            return json_response(StatusCode::from_u16(code).unwrap(), &body);
+        }
+        None => {}
     }
     if let Some(code) = st.fail_next.pop_front() {
         let code = StatusCode::from_u16(code).unwrap();

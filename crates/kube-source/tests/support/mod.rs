@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeStatus, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::networking::v1::{ServiceCIDR, ServiceCIDRSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kpr_kube_source::{
@@ -89,6 +90,17 @@ pub fn slice(namespace: &str, name: &str, service: &str, ips: &[&str]) -> Endpoi
     }
 }
 
+/// A ServiceCIDR with these ranges.
+pub fn service_cidr(name: &str, cidrs: &[&str]) -> ServiceCIDR {
+    ServiceCIDR {
+        metadata: meta(None, name, &[]),
+        spec: Some(ServiceCIDRSpec {
+            cidrs: Some(cidrs.iter().map(|c| c.to_string()).collect()),
+        }),
+        ..Default::default()
+    }
+}
+
 /// A Node with one InternalIP and a zone label.
 pub fn node(name: &str, ip: &str, zone: &str) -> Node {
     Node {
@@ -113,6 +125,7 @@ pub fn test_config() -> SourceConfig {
         reset_after: Duration::from_secs(2),
         jitter: 0.0,
     };
+    config.unavailable_retry = Duration::from_millis(300);
     config
 }
 
@@ -143,6 +156,8 @@ pub fn describe(change: &Change) -> String {
         Change::SliceDelete(n) => format!("slice- {n}"),
         Change::NodeUpsert(n) => format!("node+ {}@{}", id(&n.metadata), rv(&n.metadata)),
         Change::NodeDelete(n) => format!("node- {n}"),
+        Change::ServiceCidrUpsert(c) => format!("cidr+ {}@{}", id(&c.metadata), rv(&c.metadata)),
+        Change::ServiceCidrDelete(n) => format!("cidr- {n}"),
         other => format!("{other:?}"),
     }
 }
@@ -164,7 +179,10 @@ pub fn expected_state(fake: &FakeApi) -> ProxyState {
             .into_iter()
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect(),
-        service_cidrs: Vec::new(),
+        service_cidrs: decode(Resource::ServiceCidrs)
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
     };
     let mut store = Store::new(NODE);
     store.replace_all(&objects);
@@ -175,6 +193,7 @@ pub fn same_state(a: &ProxyState, b: &ProxyState) -> bool {
     a.families[0].services == b.families[0].services
         && a.families[1].services == b.families[1].services
         && a.node == b.node
+        && a.service_cidrs == b.service_cidrs
 }
 
 /// Receives source events and applies them to a model store, as the sync loop will.
