@@ -11,6 +11,7 @@ mod iptables;
 mod ipvs;
 mod nftables;
 mod plot;
+mod process;
 
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,21 @@ struct Args {
     /// Data plane: write the figure (SVG) here.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Measure the real `kube-proxy-rs` process instead: generated manifests, the
+    /// binary in a fresh namespace; start to first sync, peak RSS, CPU time, one new
+    /// Service end to end.
+    #[arg(long)]
+    process: bool,
+    /// Process benchmark: the proxy binary (default: `kube-proxy-rs` next to this one).
+    #[arg(long)]
+    proxy_bin: Option<std::path::PathBuf>,
+    /// Process benchmark: keep the proxy's log in this file.
+    #[arg(long)]
+    proxy_log: Option<std::path::PathBuf>,
+    /// Only write the generated Services, EndpointSlices and Node as manifests (JSON
+    /// `List`s) into this directory, for `kube-proxy-rs --manifests`.
+    #[arg(long)]
+    write_manifests: Option<std::path::PathBuf>,
     /// iptables backend: `default` (whatever `iptables` is), `nft` or `legacy`.
     #[arg(long, default_value = "default")]
     backend: String,
@@ -235,6 +251,24 @@ fn main() -> anyhow::Result<()> {
         endpoints: args.endpoints,
         dual_stack: false,
     };
+    if let Some(dir) = &args.write_manifests {
+        process::write_manifests(dir, &shape)?;
+        println!("{} Services written to {}", shape.services, dir.display());
+        return Ok(());
+    }
+    if args.process {
+        println!(
+            "kube-proxy-rs process: {} Services x {} endpoints ({:?}, IPv4, backend {})",
+            shape.services, shape.endpoints, args.mode, args.backend
+        );
+        return process::run(
+            args.mode,
+            &shape,
+            &args.backend,
+            args.proxy_bin.as_deref(),
+            args.proxy_log.as_deref(),
+        );
+    }
     let objs = objects(&shape);
     println!(
         "kube-proxy-rs benchmark: {} Services x {} endpoints ({:?}, IPv4)",

@@ -131,10 +131,11 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
     // the same table (it only adds and flushes chains that still exist, so replaying
     // it leaves the table as it is).
     if let Some(tx) = kept {
+        let text = tx.text();
         let mut replays = Vec::new();
         for _ in 0..args.repeat {
             let start = Instant::now();
-            let out = runner.run("nft", &["-f", "-"], Some(tx.text().as_bytes()))?;
+            let out = runner.run("nft", &["-f", "-"], Some(text.as_bytes()))?;
             replays.push(start.elapsed());
             anyhow::ensure!(out.success(), "nft -f replay failed: {}", out.stderr);
         }

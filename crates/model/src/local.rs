@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 /// How to tell traffic from local pods apart from other traffic (upstream
 /// `LocalTrafficDetector`), for one family.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum LocalDetector {
     /// No detector: off-cluster traffic to ClusterIPs is not masqueraded and
     /// pod-originated external traffic is not short-circuited.

@@ -154,7 +154,7 @@ pub struct Element {
 }
 
 /// The rule shapes kube-proxy's nftables mode writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Rule {
     /// `ct state new jump <chain>`.
     CtNewJump(&'static str),

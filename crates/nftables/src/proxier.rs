@@ -232,7 +232,7 @@ impl FamilyProxier {
         };
         report.full = full;
         report.operations = plan.txs.iter().map(Transaction::len).sum();
-        report.bytes = plan.txs.iter().map(|t| t.text().len()).sum();
+        report.bytes = plan.txs.iter().map(Transaction::text_len).sum();
         report.transactions = plan.txs.len();
         for tx in &plan.txs {
             if let Err(e) = self.nft.apply(tx) {

@@ -83,7 +83,7 @@ impl Ruleset {
 
     /// [`Ruleset::creation`] as `nft -f` input.
     pub fn creation_script(&self) -> String {
-        self.creation().text().to_string()
+        self.creation().text()
     }
 
     /// The ruleset in the form upstream's tests compare (knftables' fake `Dump`, then

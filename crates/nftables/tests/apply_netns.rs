@@ -370,6 +370,22 @@ fn recovers_from_a_vanished_table(ns: &Netns, tool: Nft, error: &str) {
     );
 }
 
+/// The table check over netlink asks for our table by name, per family.
+#[test]
+fn table_presence_over_netlink_per_family() {
+    let ns = Netns::new("nft-present").unwrap();
+    let (v4, v6) = (
+        nft_netlink_in(&ns, IpFamily::V4),
+        nft_netlink_in(&ns, IpFamily::V6),
+    );
+    assert!(!v4.table_present().unwrap() && !v6.table_present().unwrap());
+    nft(&ns, &["add", "table", "ip6", "kube-proxy"], None);
+    nft(&ns, &["add", "table", "ip", "kube-proxy-not"], None);
+    assert!(!v4.table_present().unwrap() && v6.table_present().unwrap());
+    nft(&ns, &["add", "table", "ip", "kube-proxy"], None);
+    assert!(v4.table_present().unwrap() && v6.table_present().unwrap());
+}
+
 #[test]
 fn cleanup_deletes_the_table() {
     let ns = Netns::new("nft-cleanup").unwrap();

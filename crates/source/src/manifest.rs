@@ -160,7 +160,7 @@ fn describe(value: &Value) -> String {
     }
 }
 
-fn add_document(value: Value, origin: &str, document: Option<usize>, parsed: &mut Parsed) {
+fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed: &mut Parsed) {
     let problem = |msg: String| SourceProblem::new(origin, document, msg);
     if !value.is_object() {
         parsed
@@ -180,7 +180,8 @@ fn add_document(value: Value, origin: &str, document: Option<usize>, parsed: &mu
         .to_owned();
     if kind == "List" || kind.ends_with("List") {
         let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
-        let Some(Value::Array(items)) = value.get("items").cloned() else {
+        // Taken, not cloned: a List file is held once while its items are decoded.
+        let Some(Value::Array(items)) = value.get_mut("items").map(Value::take) else {
             parsed.problems.push(problem(format!(
                 "{kind}: missing or invalid field \"items\"; skipped"
             )));

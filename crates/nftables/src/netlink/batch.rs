@@ -164,15 +164,11 @@ impl Encoder<'_> {
         self.seq = self.seq.wrapping_add(1);
         self.seqs.push((self.seq, self.op));
         self.last_msg = Some(self.buf.bytes().len());
-        let family = match self.fam.0 {
-            IpFamily::V4 => 2,
-            IpFamily::V6 => 10,
-        };
         self.buf.begin_msg(
             (NFNL_SUBSYS_NFTABLES << 8) | kind,
             flags,
             self.seq,
-            family,
+            super::nfproto(self.fam.0),
             0,
         );
     }
@@ -223,8 +219,8 @@ impl Encoder<'_> {
                 self.buf.end_msg();
             }
             Op::AddSet(set) => self.set(set)?,
-            Op::FlushSet(name) => self.named(DELSETELEM, 2, name),
-            Op::DeleteSet(name) => self.named(DELSET, 2, name),
+            Op::FlushSet(name, _) => self.named(DELSETELEM, 2, name),
+            Op::DeleteSet(name, _) => self.named(DELSET, 2, name),
             Op::AddElement(e) => self.element(e)?,
             Op::DeleteElement(set, key) => {
                 let key = parse_key(key)?;

@@ -19,6 +19,7 @@ pub mod expr;
 
 use std::io;
 
+use kpr_model::IpFamily;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use nix::sys::socket::{setsockopt, sockopt};
 
@@ -65,6 +66,11 @@ pub enum ApplyError {
 }
 
 const NLMSG_ERROR: u16 = 2;
+/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE`.
+const GETTABLE: u16 = (10 << 8) | 1;
+/// `NFTA_TABLE_NAME`.
+const TABLE_NAME: u16 = 1;
+const ENOENT: i32 = 2;
 const MSG_DONTWAIT: i32 = 0x40;
 const DATAGRAM: usize = 64 << 10;
 /// The default send buffer (wmem_default) takes batches up to about 200 KiB; bigger
@@ -123,6 +129,56 @@ impl NfTables {
             .into());
         }
         self.answers(tx, &batch).map_err(ApplyError::Failed)
+    }
+
+    /// True if our table of `family` exists. One `GETTABLE` request for the table by
+    /// name, not a dump, so it costs the same at any size; `nft list tables` first
+    /// fetches every set's elements (2.4 s at 3,000 Services, over a minute at
+    /// 10,000), which made the periodic "are our rules still there" check stall the
+    /// sync loop.
+    pub fn table_exists(&mut self, family: IpFamily) -> Result<bool, NetlinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut buf = attrs::Buf::default();
+        buf.begin_msg(GETTABLE, 0x1 | 0x4, seq, nfproto(family), 0); // NLM_F_REQUEST | NLM_F_ACK
+        buf.str_attr(TABLE_NAME, crate::names::TABLE);
+        buf.end_msg();
+        self.socket
+            .send(buf.bytes(), 0)
+            .map_err(socket_error("send"))?;
+        // The answer (the table, then an ACK; or an error) is queued by now.
+        let mut reply: Vec<u8> = Vec::with_capacity(DATAGRAM);
+        loop {
+            reply.clear();
+            match self.socket.recv(&mut reply, MSG_DONTWAIT) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(NetlinkError::NoAnswer(1));
+                }
+                Err(e) => return Err(socket_error("receive")(e)),
+            }
+            let mut at = 0usize;
+            while at + 20 <= reply.len() {
+                let word = |i: usize| [reply[i], reply[i + 1], reply[i + 2], reply[i + 3]];
+                let len = u32::from_ne_bytes(word(at)) as usize;
+                let kind = u16::from_ne_bytes([reply[at + 4], reply[at + 5]]);
+                let got = u32::from_ne_bytes(word(at + 8));
+                if len < 16 || at + len > reply.len() {
+                    break;
+                }
+                if kind == NLMSG_ERROR && got == seq {
+                    return match i32::from_ne_bytes(word(at + 16)) {
+                        0 => Ok(true),
+                        code if code == -ENOENT => Ok(false),
+                        code => Err(NetlinkError::Socket {
+                            operation: "get table",
+                            source: io::Error::from_raw_os_error(-code),
+                        }),
+                    };
+                }
+                at += (len + 3) & !3;
+            }
+        }
     }
 
     fn ensure_send_buffer(&mut self, len: usize) -> Result<(), NetlinkError> {
@@ -194,6 +250,14 @@ impl NfTables {
     }
 }
 
+/// The `NFPROTO_*` number of `family`.
+pub(crate) fn nfproto(family: IpFamily) -> u8 {
+    match family {
+        IpFamily::V4 => 2,
+        IpFamily::V6 => 10,
+    }
+}
+
 /// Something different in each process run, for anonymous set names: the clock and
 /// the process id, hashed.
 fn salt() -> u32 {
@@ -213,6 +277,6 @@ fn describe(tx: &Transaction, batch: &batch::Batch, seq: u32) -> String {
         .seqs
         .iter()
         .find(|(s, _)| *s == seq)
-        .and_then(|(_, op)| tx.text().lines().nth(*op))
-        .map_or_else(|| format!("message {seq}"), str::to_string)
+        .and_then(|(_, op)| tx.op_text(*op))
+        .unwrap_or_else(|| format!("message {seq}"))
 }

@@ -1,0 +1,273 @@
+//! The proxy process itself at scale: generated manifests are written to a
+//! directory, the real `kube-proxy-rs` binary runs on them in a fresh network
+//! namespace, and the report gives what an operator sees on the node: time from
+//! start to the first full sync in the kernel, the process's peak and steady resident
+//! memory and its CPU time, then the latency of one new Service written as a file.
+//!
+//! Unlike the in-process rows (which include the generator's own objects), these are
+//! the numbers of the process that runs in production.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1 as core;
+use kpr_bench::generate::{NODE, Shape, service, slices};
+use kpr_netns_lab::Netns;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{Mode, row};
+
+/// Writes the manifests of `shape`: one JSON `List` per kind (`services.json`,
+/// `endpointslices.json`), and `node.json` with this node (InternalIP 10.0.0.1).
+pub fn write_manifests(dir: &Path, shape: &Shape) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    write_list(
+        &dir.join("services.json"),
+        (0..shape.services).map(|i| service(i, shape)),
+    )?;
+    write_list(
+        &dir.join("endpointslices.json"),
+        (0..shape.services).flat_map(|i| slices(i, shape)),
+    )?;
+    let node: core::Node = serde_json::from_value(json!({
+        "metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": "zone-a"}},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]},
+    }))?;
+    write_list(&dir.join("node.json"), std::iter::once(node))
+}
+
+/// Streams `items` as `{"apiVersion":"v1","kind":"List","items":[...]}` (each item
+/// serialized on its own, so the whole list is never held in memory), under a
+/// temporary name renamed at the end: a watching proxy never reads half a file.
+fn write_list<T: Serialize>(path: &Path, items: impl Iterator<Item = T>) -> anyhow::Result<()> {
+    let partial = path.with_extension("partial");
+    let file =
+        std::fs::File::create(&partial).with_context(|| format!("create {}", partial.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    out.write_all(br#"{"apiVersion":"v1","kind":"List","items":["#)?;
+    for (n, item) in items.enumerate() {
+        if n > 0 {
+            out.write_all(b",\n")?;
+        }
+        serde_json::to_writer(&mut out, &item)?;
+    }
+    out.write_all(b"]}\n")?;
+    out.flush()?;
+    drop(out);
+    std::fs::rename(&partial, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+/// Kills the proxy however the benchmark ends.
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Memory and CPU of a running process, from `/proc`.
+struct Usage {
+    peak_kib: u64,
+    rss_kib: u64,
+    cpu: Duration,
+}
+
+fn usage(pid: u32) -> anyhow::Result<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .with_context(|| format!("/proc/{pid}/status: no {key}"))?;
+        Ok(line[key.len()..]
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()?)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and
+    // 15th fields of the line, in clock ticks (100 per second on Linux).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("/proc/pid/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Usage {
+        peak_kib: kib("VmHWM:")?,
+        rss_kib: kib("VmRSS:")?,
+        cpu: Duration::from_millis(ticks * 10),
+    })
+}
+
+/// Waits (polling every 20 ms, at most `limit`) until the proxy's log has `count`
+/// lines containing every one of `needles`.
+fn wait_for_log(
+    log: &Path,
+    needles: &[&str],
+    count: usize,
+    limit: Duration,
+    proxy: &mut Proxy,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let seen = text
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count();
+        if seen >= count {
+            return Ok(start.elapsed());
+        }
+        if let Some(status) = proxy.0.try_wait()? {
+            anyhow::bail!("the proxy exited ({status}); its log:\n{text}");
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "no {needles:?} line within {limit:?}; the proxy's log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The proxy binary: `--proxy-bin`, else `kube-proxy-rs` next to this program.
+fn proxy_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory of the bench binary")?
+            .join("kube-proxy-rs"),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found: build it (cargo build --release -p kube-proxy-rs) or pass --proxy-bin",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Runs the process benchmark: see the module documentation.
+pub fn run(
+    mode: Mode,
+    shape: &Shape,
+    backend: &str,
+    bin: Option<&Path>,
+    keep_log: Option<&Path>,
+) -> anyhow::Result<()> {
+    let bin = proxy_binary(bin)?;
+    let dir = tempfile::tempdir()?;
+    let manifests = dir.path().join("manifests");
+    let started = Instant::now();
+    write_manifests(&manifests, shape)?;
+    row(
+        "write manifests (JSON Lists)",
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+    );
+    let mode_name = match mode {
+        Mode::Iptables => "iptables",
+        Mode::Nftables => "nftables",
+        Mode::Ipvs => "ipvs",
+    };
+    let ns = Netns::new("proc")?;
+    let log = keep_log.map_or_else(|| dir.path().join("proxy.log"), Path::to_path_buf);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns.name()]).arg(&bin).args([
+        &format!("--manifests={}", manifests.display()),
+        &format!("--proxy-mode={mode_name}"),
+        &format!("--hostname-override={NODE}"),
+        "--metrics-bind-address=127.0.0.1:10249",
+        "--healthz-bind-address=127.0.0.1:10256",
+        "--iptables-min-sync-period=0s",
+        "--v=2",
+    ]);
+    if mode == Mode::Iptables && backend != "default" {
+        // The proxy runs whatever `iptables` is on PATH (as upstream does); put the
+        // chosen backend's tools first.
+        let tools = dir.path().join("bin");
+        std::fs::create_dir_all(&tools)?;
+        for base in ["iptables", "ip6tables"] {
+            for tail in ["", "-save", "-restore"] {
+                let target = which(&format!("{base}-{backend}{tail}"))?;
+                std::os::unix::fs::symlink(target, tools.join(format!("{base}{tail}")))?;
+            }
+        }
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", tools.display()));
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("start kube-proxy-rs")?;
+    // `ip netns exec` execs the proxy in place: same pid.
+    let pid = child.id();
+    let mut proxy = Proxy(child);
+    let limit = Duration::from_secs(3600);
+    let first = wait_for_log(&log, &["rules applied", "full=true"], 1, limit, &mut proxy)?;
+    let after_first = usage(pid)?;
+    row(
+        "start to first full sync in the kernel",
+        format!("{:.2} s", first.as_secs_f64()),
+    );
+
+    // One new Service in a new file: the manifest directory is re-read (every file:
+    // the cost of the manifest source, not of the API source), then one partial sync.
+    let before = count_lines(&log, "rules applied");
+    let change = Instant::now();
+    let added = shape.services;
+    let mut items = vec![serde_json::to_value(service(added, shape))?];
+    for slice in slices(added, shape) {
+        items.push(serde_json::to_value(slice)?);
+    }
+    write_list(&manifests.join("added.json"), items.into_iter())?;
+    wait_for_log(&log, &["rules applied"], before + 1, limit, &mut proxy)?;
+    let latency = change.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let settled = usage(pid)?;
+    row(
+        "one new Service: files written to kernel",
+        format!("{:.0} ms", latency.as_secs_f64() * 1000.0),
+    );
+    row(
+        "CPU time of the proxy to the first sync",
+        format!("{:.2} s", after_first.cpu.as_secs_f64()),
+    );
+    row(
+        "peak RSS of kube-proxy-rs",
+        format!("{} MB", after_first.peak_kib.max(settled.peak_kib) / 1024),
+    );
+    row(
+        "RSS of kube-proxy-rs after the change",
+        format!("{} MB", settled.rss_kib / 1024),
+    );
+    drop(proxy);
+    drop(ns);
+    Ok(())
+}
+
+fn count_lines(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// The full path of `program` on PATH.
+fn which(program: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{program} not found on PATH"))
+}
