@@ -15,6 +15,7 @@ use kpr_netns_lab::Netns;
 use kpr_nftables::Transaction;
 use kpr_nftables::netlink::batch::{AnonNames, encode};
 use kpr_nftables::objects::{Chain, Element, Family, Hook, Key, KeyType, Rule, Set, Verdict};
+use kpr_nftables::sync::DIFFED_SETS;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -243,6 +244,25 @@ fn every_shape_lists_the_same_over_netlink() {
                     .collect();
                 panic!("{f:?}: tables differ:\n{}", diff.join("\n"));
             }
+            // Read back over netlink as `nft --json list` reads it.
+            let (json, dumped) = (plain.list().unwrap(), socket.list().unwrap());
+            assert!(json.table && dumped.table);
+            assert_eq!(json.chains, dumped.chains, "{f:?}");
+            assert_eq!(json.sets, dumped.sets, "{f:?}");
+            assert_eq!(json.maps, dumped.maps, "{f:?}");
+            for set in DIFFED_SETS {
+                assert_eq!(
+                    json.elements.get(set),
+                    dumped.elements.get(set),
+                    "{f:?} {set}"
+                );
+            }
+            let compared: usize = DIFFED_SETS
+                .iter()
+                .filter_map(|s| dumped.elements.get(*s))
+                .map(|e| e.len())
+                .sum();
+            assert!(compared >= 2, "{f:?}: elements compared: {dumped:#?}");
         }
     }
 }

@@ -10,11 +10,12 @@
 //! The messages are the ones nft 1.0.6 sends for the same text (see [`expr`]); an
 //! operation with no form here (a raw line, an interval reaching the top address)
 //! makes the whole transaction [`Unsupported`], and the caller sends it with `nft -f`.
-//! Reading the table back still goes through `nft --json list` (full syncs only).
+//! Reading the table back (full syncs) is a few dumps ([`NfTables::list`]).
 
 pub mod anon;
 pub mod attrs;
 pub mod batch;
+mod dump;
 pub mod expr;
 
 use std::io;
