@@ -1,6 +1,7 @@
-//! What the kernel holds in our table, read from `nft --json list chains|sets|maps`:
-//! chain names, set and map names, and the elements of every set and map as the text
-//! `nft` uses for keys and verdicts (so they compare with what we render).
+//! What the kernel holds in our table: chain names, set and map names, and elements
+//! as the text `nft` uses for keys and verdicts (so they compare with what we render).
+//! Filled over netlink ([`crate::netlink::NfTables::list`]) or, as a fallback, from
+//! `nft --json list chains|sets|maps` (here).
 //!
 //! Hand-written over `serde_json::Value`: the `nftables` crate cannot parse a
 //! kube-proxy-shaped listing (concatenated keys with comments), and we need only these

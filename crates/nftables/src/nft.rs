@@ -1,7 +1,8 @@
 //! The `nft` tool for one family's table: with [`crate::netlink`], the only code here
 //! that touches the kernel. Transactions go over netlink when a socket is attached
 //! (see [`Nft::with_netlink`]) and through `nft -f -` otherwise or when an operation
-//! has no netlink form; both are atomic. The table is read with `nft --json list`.
+//! has no netlink form; both are atomic. The table is read back over netlink too
+//! ([`crate::netlink::NfTables::list`]), with `nft --json list` as the fallback.
 
 use std::sync::{Arc, Mutex};
 
