@@ -120,11 +120,7 @@ fn wait_for_log(
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let seen = text
-            .lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .count();
-        if seen >= count {
+        if count_lines(&text, needles) >= count {
             return Ok(start.elapsed());
         }
         if let Some(status) = proxy.0.try_wait()? {
@@ -221,7 +217,8 @@ pub fn run(
 
     // One new Service in a new file: the manifest directory is re-read (every file:
     // the cost of the manifest source, not of the API source), then one partial sync.
-    let before = count_lines(&log, "rules applied");
+    let applied = ["rules applied"];
+    let before = count_lines(&std::fs::read_to_string(&log)?, &applied);
     let change = Instant::now();
     let added = shape.services;
     let mut items = vec![serde_json::to_value(service(added, shape))?];
@@ -229,7 +226,7 @@ pub fn run(
         items.push(serde_json::to_value(slice)?);
     }
     write_list(&manifests.join("added.json"), items.into_iter())?;
-    wait_for_log(&log, &["rules applied"], before + 1, limit, &mut proxy)?;
+    wait_for_log(&log, &applied, before + 1, limit, &mut proxy)?;
     let latency = change.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let settled = usage(pid)?;
@@ -254,11 +251,10 @@ pub fn run(
     Ok(())
 }
 
-fn count_lines(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
+/// Lines of `text` containing every one of `needles`.
+fn count_lines(text: &str, needles: &[&str]) -> usize {
+    text.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
         .count()
 }
 

@@ -4,30 +4,26 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+mod common;
+
+use common::{bench, bench_ok};
 
 #[test]
 fn data_plane_benchmark_runs_small() {
     let dir = std::env::temp_dir().join(format!("kpr-dp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let plot = dir.join("dp.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_kpr-bench"))
-        .args([
-            "--data-plane",
-            "--modes",
-            "nftables,iptables",
-            "--sizes",
-            "10",
-        ])
-        .args(["--connections", "50", "--plot"])
-        .arg(&plot)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = bench_ok(
+        bench()
+            .args([
+                "--data-plane",
+                "--modes",
+                "nftables,iptables",
+                "--sizes",
+                "10",
+            ])
+            .args(["--connections", "50", "--plot"])
+            .arg(&plot),
     );
     for mode in ["nftables", "iptables"] {
         assert!(

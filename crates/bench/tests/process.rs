@@ -8,8 +8,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
+
+use common::{bench, bench_ok};
 
 fn proxy_binary() -> PathBuf {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_kpr-bench"));
@@ -26,19 +30,13 @@ fn proxy_binary() -> PathBuf {
 fn process_benchmark_runs_small() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("proxy.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_kpr-bench"))
-        .args(["--process", "--mode", "nftables", "--services", "20"])
-        .arg("--proxy-bin")
-        .arg(proxy_binary())
-        .arg("--proxy-log")
-        .arg(&log)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = bench_ok(
+        bench()
+            .args(["--process", "--mode", "nftables", "--services", "20"])
+            .arg("--proxy-bin")
+            .arg(proxy_binary())
+            .arg("--proxy-log")
+            .arg(&log),
     );
     for (row, unit) in [
         ("start to first full sync in the kernel", " s"),
@@ -62,12 +60,11 @@ fn process_benchmark_runs_small() {
 fn written_manifests_load_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("m");
-    let out = Command::new(env!("CARGO_BIN_EXE_kpr-bench"))
-        .args(["--services", "5", "--write-manifests"])
-        .arg(&manifests)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    bench_ok(
+        bench()
+            .args(["--services", "5", "--write-manifests"])
+            .arg(&manifests),
+    );
     let out = Command::new(proxy_binary())
         .arg(format!("--manifests={}", manifests.display()))
         .args([

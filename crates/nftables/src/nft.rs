@@ -4,7 +4,7 @@
 //! has no netlink form; both are atomic. The table is read back over netlink too
 //! ([`crate::netlink::NfTables::list`]), with `nft --json list` as the fallback.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kpr_exec::{Output, Runner};
 
@@ -103,15 +103,23 @@ impl Nft {
         }
     }
 
+    /// The netlink socket, if attached (a panic elsewhere while holding it leaves
+    /// nothing half-done in it: each use is one request and its answers).
+    fn socket(&self) -> Option<MutexGuard<'_, NfTables>> {
+        let socket = self.netlink.as_ref()?;
+        Some(
+            socket
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
     /// Applies a transaction atomically; an empty one is not sent.
     pub fn apply(&self, tx: &Transaction) -> Result<(), NftError> {
         if tx.is_empty() {
             return Ok(());
         }
-        if let Some(socket) = &self.netlink {
-            let mut socket = socket
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(mut socket) = self.socket() {
             match socket.apply(tx) {
                 Ok(()) => return Ok(()),
                 Err(ApplyError::Failed(e)) => return Err(e.into()),
@@ -136,10 +144,7 @@ impl Nft {
         // Over netlink when a socket is attached: nft 1.0.6 loads every table's sets
         // and elements before listing (at 10,000 IPv4 Services, 30 s for the empty
         // IPv6 family and over two minutes for IPv4).
-        if let Some(socket) = &self.netlink {
-            let mut socket = socket
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(mut socket) = self.socket() {
             match socket.list(self.family.0, &crate::sync::DIFFED_SETS) {
                 Ok(listing) => return Ok(listing),
                 // Read it with nft instead; the sync is what matters.
@@ -175,10 +180,7 @@ impl Nft {
 
     /// True if our table exists.
     pub fn table_present(&self) -> Result<bool, NftError> {
-        if let Some(socket) = &self.netlink {
-            let mut socket = socket
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(mut socket) = self.socket() {
             return Ok(socket.table_exists(self.family.0)?);
         }
         let out = self.run(&["list", "tables", self.family.word()], None)?;

@@ -314,7 +314,8 @@ impl Synced {
     /// Plans a partial sync: each changed Service with its new objects (None: gone).
     /// Updates the record as if the transaction succeeds; drop the record if it fails.
     pub fn partial(&mut self, changes: Vec<(NamespacedName, Option<Fragment>)>) -> Plan {
-        let mut decl_chains: Vec<Chain> = Vec::new();
+        // Chains to write, with the digest of their new rules.
+        let mut decl_chains: Vec<(Chain, RulesDigest)> = Vec::new();
         let mut new_sets: Vec<Set> = Vec::new();
         let mut flushes: Vec<String> = Vec::new();
         let mut dropped_sets: BTreeSet<String> = BTreeSet::new();
@@ -326,8 +327,9 @@ impl Synced {
             // Chains.
             let new_names: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
             for c in &new.chains {
-                if self.chains.get(&c.name) != Some(&Some(RulesDigest::of(&c.rules))) {
-                    decl_chains.push(c.clone());
+                let digest = RulesDigest::of(&c.rules);
+                if self.chains.get(&c.name) != Some(&Some(digest)) {
+                    decl_chains.push((c.clone(), digest));
                 }
             }
             for c in old
@@ -384,7 +386,7 @@ impl Synced {
         // As upstream, every written chain gets `add` + `flush` + its rules, whether
         // or not we believe it exists: the kernel ends up right either way.
         let mut tx = Transaction::new(self.family);
-        for c in &decl_chains {
+        for (c, _) in &decl_chains {
             tx.add_chain(c);
         }
         for s in &new_sets {
@@ -392,10 +394,9 @@ impl Synced {
             self.affinity_sets.insert(s.name.clone(), s.clone());
         }
         let mut written = Vec::new();
-        for c in &decl_chains {
+        for (c, digest) in &decl_chains {
             tx.write_chain(c);
-            self.chains
-                .insert(c.name.clone(), Some(RulesDigest::of(&c.rules)));
+            self.chains.insert(c.name.clone(), Some(*digest));
             written.push(c.name.clone());
         }
         for name in &flushes {

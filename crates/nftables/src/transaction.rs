@@ -2,7 +2,7 @@
 //! the same verbs and shapes as knftables (`add`, `flush`, `delete`, one line per
 //! operation), so operation counts compare with upstream's tests.
 
-use std::fmt::Write as _;
+use std::fmt::Write;
 
 use crate::names::TABLE;
 use crate::objects::{Chain, Element, Family, Rule, Set, chain_decl, element_text, set_decl};
@@ -112,16 +112,9 @@ impl Transaction {
     }
 
     fn push(&mut self, op: Op) {
-        // Measured by writing the line into a scratch buffer that is reused.
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        let family = self.family;
-        self.text_len += SCRATCH.with_borrow_mut(|line| {
-            line.clear();
-            write_op(line, family, &op);
-            line.len() + 1
-        });
+        let mut len = Len(1); // the newline
+        write_op(&mut len, self.family, &op);
+        self.text_len += len.0;
         self.ops.push(op);
     }
 
@@ -206,8 +199,18 @@ impl Transaction {
     }
 }
 
+/// Counts the bytes written through it: a text's length without the text.
+struct Len(usize);
+
+impl Write for Len {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
 /// Writes the `nft` line of `op` (no newline).
-fn write_op(out: &mut String, family: Family, op: &Op) {
+fn write_op(out: &mut impl Write, family: Family, op: &Op) {
     let fam = family.word();
     let set_word = |map: &bool| if *map { "map" } else { "set" };
     let _ = match op {

@@ -13,16 +13,13 @@ pub type IptablesDataPlane = PerFamily<FamilyProxier>;
 impl IptablesDataPlane {
     /// A data plane over the given per-family tools; `configs` gives the settings.
     pub fn new(tools: Vec<Iptables>, initial: &ProxyState, configs: IptablesConfigs) -> Self {
-        let settings = configs(initial);
-        let families = tools
-            .into_iter()
-            .filter_map(|ipt| {
-                let family = ipt.family();
-                let cfg = settings.iter().find(|c| c.family == family)?.clone();
-                Some(FamilyProxier::new(ipt, cfg))
-            })
-            .collect();
-        Self::from_proxiers(families, configs)
+        Self::from_tools(
+            tools,
+            Iptables::family,
+            FamilyProxier::new,
+            initial,
+            configs,
+        )
     }
 }
 

@@ -98,6 +98,36 @@ impl<P: FamilyProxy> PerFamily<P> {
     }
 }
 
+impl<P: FamilyProxy> PerFamily<P>
+where
+    P::Config: Clone,
+{
+    /// One proxier per kernel handle that the initial settings cover: `build` makes
+    /// it from the handle and its family's settings (`family_of` names a handle's
+    /// family).
+    pub fn from_tools<T>(
+        tools: Vec<T>,
+        family_of: impl Fn(&T) -> IpFamily,
+        build: impl Fn(T, P::Config) -> P,
+        initial: &ProxyState,
+        configs: Configs<P::Config>,
+    ) -> Self {
+        let settings = configs(initial);
+        let families = tools
+            .into_iter()
+            .filter_map(|tool| {
+                let family = family_of(&tool);
+                let config = settings
+                    .iter()
+                    .find(|c| P::config_family(c) == family)?
+                    .clone();
+                Some(build(tool, config))
+            })
+            .collect();
+        Self::from_proxiers(families, configs)
+    }
+}
+
 impl<P: FamilyProxy> DataPlane for PerFamily<P> {
     fn mode(&self) -> &'static str {
         P::MODE

@@ -14,16 +14,13 @@ impl NftablesDataPlane {
     /// A data plane over the given per-family nft handles; `configs` gives the
     /// settings.
     pub fn new(tools: Vec<Nft>, initial: &ProxyState, configs: NftablesConfigs) -> Self {
-        let settings = configs(initial);
-        let families = tools
-            .into_iter()
-            .filter_map(|nft| {
-                let family = nft.family().0;
-                let cfg = settings.iter().find(|c| c.family == family)?.clone();
-                Some(FamilyProxier::new(nft, cfg))
-            })
-            .collect();
-        Self::from_proxiers(families, configs)
+        Self::from_tools(
+            tools,
+            |nft: &Nft| nft.family().0,
+            FamilyProxier::new,
+            initial,
+            configs,
+        )
     }
 }
 

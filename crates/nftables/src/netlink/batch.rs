@@ -14,7 +14,7 @@ use crate::names::TABLE;
 use crate::objects::{Chain, Element, Family, Key, KeyType, Set, Verdict};
 use crate::transaction::{Op, Transaction};
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const BATCH_BEGIN: u16 = 0x10;
 const BATCH_END: u16 = 0x11;
 
@@ -29,16 +29,16 @@ const DELSET: u16 = 11;
 const NEWSETELEM: u16 = 12;
 const DELSETELEM: u16 = 14;
 
-const F_REQUEST: u16 = 0x1;
-const F_ACK: u16 = 0x4;
+pub(super) const F_REQUEST: u16 = 0x1;
+pub(super) const F_ACK: u16 = 0x4;
 const F_CREATE: u16 = 0x400;
 const F_APPEND: u16 = 0x800;
 
 // Set flags.
-const SET_ANONYMOUS: u32 = 0x1;
+pub(super) const SET_ANONYMOUS: u32 = 0x1;
 const SET_CONSTANT: u32 = 0x2;
 const SET_INTERVAL: u32 = 0x4;
-const SET_MAP: u32 = 0x8;
+pub(super) const SET_MAP: u32 = 0x8;
 const SET_TIMEOUT: u32 = 0x10;
 const SET_EVAL: u32 = 0x20;
 
@@ -359,21 +359,13 @@ impl Encoder<'_> {
                 self.buf.bytes_attr(13, &ud);
                 self.buf.end_msg();
 
-                self.begin(NEWSETELEM, F_REQUEST | F_CREATE);
-                self.table();
-                self.buf.str_attr(2, &name);
-                self.buf.u32_attr(4, id);
-                self.buf.begin_nest(3);
-                for (i, (key, end)) in elements.iter().enumerate() {
-                    self.buf.begin_nest(i as u16 + 1);
+                self.anon_elements(&name, id, elements.len(), |buf, i| {
+                    let (key, end) = &elements[i];
                     if *end {
-                        self.buf.u32_attr(3, 1); // NFT_SET_ELEM_INTERVAL_END
+                        buf.u32_attr(3, 1); // NFT_SET_ELEM_INTERVAL_END
                     }
-                    self.buf.data_attr(1, 1, key);
-                    self.buf.end_nest();
-                }
-                self.buf.end_nest();
-                self.buf.end_msg();
+                    buf.data_attr(1, 1, key);
+                });
             }
             AnonSet::Verdicts(chains) => {
                 self.begin(NEWSET, F_REQUEST | F_CREATE);
@@ -391,24 +383,38 @@ impl Encoder<'_> {
                 self.buf.bytes_attr(13, &NUMGEN_MAP);
                 self.buf.end_msg();
 
-                self.begin(NEWSETELEM, F_REQUEST | F_CREATE);
-                self.table();
-                self.buf.str_attr(2, &name);
-                self.buf.u32_attr(4, id);
-                self.buf.begin_nest(3);
-                for (i, chain) in chains.iter().enumerate() {
-                    self.buf.begin_nest(i as u16 + 1);
-                    self.buf.data_attr(1, 1, &(i as u32).to_ne_bytes());
-                    self.buf.begin_nest(2);
-                    expr::goto_data(&mut self.buf, chain);
-                    self.buf.end_nest();
-                    self.buf.end_nest();
-                }
-                self.buf.end_nest();
-                self.buf.end_msg();
+                self.anon_elements(&name, id, chains.len(), |buf, i| {
+                    buf.data_attr(1, 1, &(i as u32).to_ne_bytes());
+                    buf.begin_nest(2);
+                    expr::goto_data(buf, &chains[i]);
+                    buf.end_nest();
+                });
             }
         }
         AnonRef { id, name }
+    }
+
+    /// The elements of anonymous set `name` (`id` in this batch), one message:
+    /// `element(buf, i)` writes element `i` inside its nest.
+    fn anon_elements(
+        &mut self,
+        name: &str,
+        id: u32,
+        count: usize,
+        mut element: impl FnMut(&mut Buf, usize),
+    ) {
+        self.begin(NEWSETELEM, F_REQUEST | F_CREATE);
+        self.table();
+        self.buf.str_attr(2, name);
+        self.buf.u32_attr(4, id);
+        self.buf.begin_nest(3);
+        for i in 0..count {
+            self.buf.begin_nest(i as u16 + 1);
+            element(&mut self.buf, i);
+            self.buf.end_nest();
+        }
+        self.buf.end_nest();
+        self.buf.end_msg();
     }
 
     fn element(&mut self, e: &Element) -> Result<(), Unsupported> {

@@ -67,11 +67,6 @@ pub enum ApplyError {
 }
 
 const NLMSG_ERROR: u16 = 2;
-/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE`.
-const GETTABLE: u16 = (10 << 8) | 1;
-/// `NFTA_TABLE_NAME`.
-const TABLE_NAME: u16 = 1;
-const ENOENT: i32 = 2;
 const MSG_DONTWAIT: i32 = 0x40;
 const DATAGRAM: usize = 64 << 10;
 /// The default send buffer (wmem_default) takes batches up to about 200 KiB; bigger
@@ -132,56 +127,6 @@ impl NfTables {
         self.answers(tx, &batch).map_err(ApplyError::Failed)
     }
 
-    /// True if our table of `family` exists. One `GETTABLE` request for the table by
-    /// name, not a dump, so it costs the same at any size; `nft list tables` first
-    /// fetches every set's elements (2.4 s at 3,000 Services, over a minute at
-    /// 10,000), which made the periodic "are our rules still there" check stall the
-    /// sync loop.
-    pub fn table_exists(&mut self, family: IpFamily) -> Result<bool, NetlinkError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut buf = attrs::Buf::default();
-        buf.begin_msg(GETTABLE, 0x1 | 0x4, seq, nfproto(family), 0); // NLM_F_REQUEST | NLM_F_ACK
-        buf.str_attr(TABLE_NAME, crate::names::TABLE);
-        buf.end_msg();
-        self.socket
-            .send(buf.bytes(), 0)
-            .map_err(socket_error("send"))?;
-        // The answer (the table, then an ACK; or an error) is queued by now.
-        let mut reply: Vec<u8> = Vec::with_capacity(DATAGRAM);
-        loop {
-            reply.clear();
-            match self.socket.recv(&mut reply, MSG_DONTWAIT) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(NetlinkError::NoAnswer(1));
-                }
-                Err(e) => return Err(socket_error("receive")(e)),
-            }
-            let mut at = 0usize;
-            while at + 20 <= reply.len() {
-                let word = |i: usize| [reply[i], reply[i + 1], reply[i + 2], reply[i + 3]];
-                let len = u32::from_ne_bytes(word(at)) as usize;
-                let kind = u16::from_ne_bytes([reply[at + 4], reply[at + 5]]);
-                let got = u32::from_ne_bytes(word(at + 8));
-                if len < 16 || at + len > reply.len() {
-                    break;
-                }
-                if kind == NLMSG_ERROR && got == seq {
-                    return match i32::from_ne_bytes(word(at + 16)) {
-                        0 => Ok(true),
-                        code if code == -ENOENT => Ok(false),
-                        code => Err(NetlinkError::Socket {
-                            operation: "get table",
-                            source: io::Error::from_raw_os_error(-code),
-                        }),
-                    };
-                }
-                at += (len + 3) & !3;
-            }
-        }
-    }
-
     fn ensure_send_buffer(&mut self, len: usize) -> Result<(), NetlinkError> {
         let want = len + SEND_HEADROOM;
         if len < 128 << 10 || want <= self.send_buffer {
@@ -213,31 +158,16 @@ impl NfTables {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(socket_error("receive")(e)),
             }
-            let mut at = 0usize;
-            while at + 20 <= buf.len() {
-                let len =
-                    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-                let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-                let seq =
-                    u32::from_ne_bytes([buf[at + 8], buf[at + 9], buf[at + 10], buf[at + 11]]);
-                if len < 16 || at + len > buf.len() {
-                    break;
+            for reply in replies(&buf) {
+                let Some(code) = reply.error() else {
+                    continue;
+                };
+                if code != 0 && first_error.is_none() {
+                    first_error = Some((reply.seq, code));
                 }
-                if kind == NLMSG_ERROR {
-                    let code = i32::from_ne_bytes([
-                        buf[at + 16],
-                        buf[at + 17],
-                        buf[at + 18],
-                        buf[at + 19],
-                    ]);
-                    if code != 0 && first_error.is_none() {
-                        first_error = Some((seq, code));
-                    }
-                    if seq == batch.last_seq {
-                        acked = true;
-                    }
+                if reply.seq == batch.last_seq {
+                    acked = true;
                 }
-                at += (len + 3) & !3;
             }
         }
         match first_error {
@@ -249,6 +179,42 @@ impl NfTables {
             None => Err(NetlinkError::NoAnswer(tx.len())),
         }
     }
+}
+
+/// One netlink message of a received datagram.
+struct Reply<'a> {
+    /// `nlmsg_type`.
+    kind: u16,
+    /// `nlmsg_seq`.
+    seq: u32,
+    /// What follows the `nlmsghdr`.
+    body: &'a [u8],
+}
+
+impl Reply<'_> {
+    /// For an `NLMSG_ERROR`, its code (0: an ACK, else a negative errno).
+    fn error(&self) -> Option<i32> {
+        let code = self.body.get(..4)?;
+        (self.kind == NLMSG_ERROR).then(|| i32::from_ne_bytes([code[0], code[1], code[2], code[3]]))
+    }
+}
+
+/// The messages of a received datagram, in order; a truncated one ends the walk.
+fn replies(mut bytes: &[u8]) -> impl Iterator<Item = Reply<'_>> {
+    std::iter::from_fn(move || {
+        let head = bytes.get(..16)?;
+        let len = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len < 16 || len > bytes.len() {
+            return None;
+        }
+        let reply = Reply {
+            kind: u16::from_ne_bytes([head[4], head[5]]),
+            seq: u32::from_ne_bytes([head[8], head[9], head[10], head[11]]),
+            body: &bytes[16..len],
+        };
+        bytes = &bytes[((len + 3) & !3).min(bytes.len())..];
+        Some(reply)
+    })
 }
 
 /// The `NFPROTO_*` number of `family`.
