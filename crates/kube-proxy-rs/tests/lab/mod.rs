@@ -128,8 +128,7 @@ impl Lab {
         .stderr(log);
         let child = cmd.spawn().expect("start kube-proxy-rs");
         self.proxies[usize::from(i) - 1] = Some(std::sync::Mutex::new(child));
-        let since = SystemTime::UNIX_EPOCH;
-        self.wait_synced(i, since);
+        self.wait_synced(i, None);
     }
 
     /// Starts both proxies.
@@ -179,26 +178,65 @@ impl Lab {
             .map(|(_, body)| body)
     }
 
+    /// One per-family gauge of node `i`'s proxy, e.g.
+    /// `kubeproxy_sync_proxy_rules_last_timestamp_seconds`: (family, seconds).
+    fn family_gauge(&self, i: u8, name: &str) -> Vec<(String, f64)> {
+        let Some(text) = Self::metrics_text(&self.cluster.node(i).host.ns) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .filter_map(|l| {
+                let family = l.split("ip_family=\"").nth(1)?.split('"').next()?;
+                let value = l.rsplit(' ').next()?.parse::<f64>().ok()?;
+                Some((family.to_string(), value))
+            })
+            .collect()
+    }
+
     /// Latest successful sync time reported by node `i`'s proxy.
     pub fn last_sync(&self, i: u8) -> Option<f64> {
-        let text = Self::metrics_text(&self.cluster.node(i).host.ns)?;
-        text.lines()
-            .filter(|l| l.starts_with("kubeproxy_sync_proxy_rules_last_timestamp_seconds"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        self.family_gauge(i, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")
+            .into_iter()
+            .map(|(_, t)| t)
             .reduce(f64::max)
     }
 
+    /// Whether node `i` has programmed everything written before `since`: a change
+    /// was queued after `since` (the directory watch saw the write) and every
+    /// family has synced since the latest queued change. A sync only reads the
+    /// directory after the loop took the change, so such a sync saw the write;
+    /// a sync that merely ended after `since` (a periodic one, or one woken by an
+    /// earlier write) may not have.
+    fn synced_since(&self, i: u8, since: f64) -> bool {
+        let queued = self.family_gauge(
+            i,
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+        );
+        let synced = self.family_gauge(i, "kubeproxy_sync_proxy_rules_last_timestamp_seconds");
+        !queued.is_empty()
+            && queued
+                .iter()
+                .all(|(family, q)| *q > since && synced.iter().any(|(f, s)| f == family && s >= q))
+    }
+
     /// Waits (at most 10 s, or 90 s inside the emulated VM where every process
-    /// start is many times slower) until node `i` has synced after `since`.
-    pub fn wait_synced(&self, i: u8, since: SystemTime) {
-        let since = since
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
+    /// start is many times slower) until node `i` has synced what was written
+    /// before `since`; `None`: until its first sync.
+    pub fn wait_synced(&self, i: u8, since: Option<SystemTime>) {
+        let since = since.map(|t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        });
         let limit = if in_vm() { 90 } else { 10 };
         let deadline = Instant::now() + Duration::from_secs(limit);
         while Instant::now() < deadline {
-            if self.last_sync(i).is_some_and(|t| t > since) {
+            let done = match since {
+                Some(since) => self.synced_since(i, since),
+                None => self.last_sync(i).is_some(),
+            };
+            if done {
                 return;
             }
             if let Some(Some(status)) = self.proxies[usize::from(i) - 1]
@@ -221,7 +259,7 @@ impl Lab {
         self.write_manifest(name, text);
         for i in 1..=2 {
             if self.proxies[usize::from(i) - 1].is_some() {
-                self.wait_synced(i, t);
+                self.wait_synced(i, Some(t));
             }
         }
     }
@@ -232,7 +270,7 @@ impl Lab {
         self.remove_manifest(name);
         for i in 1..=2 {
             if self.proxies[usize::from(i) - 1].is_some() {
-                self.wait_synced(i, t);
+                self.wait_synced(i, Some(t));
             }
         }
     }
