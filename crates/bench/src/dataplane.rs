@@ -48,6 +48,9 @@ pub struct Series {
     pub vip: Latencies,
     /// Straight to the pod.
     pub direct: Latencies,
+    /// Connections that failed (through the ClusterIP, straight to the pod), and
+    /// the first error; they are left out of the latencies.
+    pub failed: (usize, usize, Option<String>),
 }
 
 /// Latency percentiles of one series.
@@ -120,8 +123,11 @@ impl Drop for Server {
 /// One connection: connect, read the answer, close. Its duration.
 fn connect_once(to: SocketAddr) -> std::io::Result<Duration> {
     let start = Instant::now();
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(1))?;
-    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    // Longer than TCP's first SYN retransmission (1 s): a SYN dropped on the way
+    // (IPVS does so when a new connection reuses the port of an old one still in
+    // its table) is measured as a slow connection, not reported as a failure.
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = [0u8; 8];
     let n = s.read(&mut buf)?;
     let elapsed = start.elapsed();
@@ -131,30 +137,51 @@ fn connect_once(to: SocketAddr) -> std::io::Result<Duration> {
     Ok(elapsed)
 }
 
+/// Latencies of the connections that succeeded, through the ClusterIP and straight
+/// to the pod; failures counted the same way, with the first error.
+type Measured = (Vec<Duration>, Vec<Duration>, (usize, usize, Option<String>));
+
 /// `n` connections to each of `vip` and `direct`, alternating, from inside `ns`.
-fn measure(
-    ns: &Netns,
-    vip: SocketAddr,
-    direct: SocketAddr,
-    n: usize,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    ns.enter(move || -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+/// The warm-up must succeed; after it a failed connection is counted, not fatal
+/// (a data plane that loses some connections is a result to report).
+fn measure(ns: &Netns, vip: SocketAddr, direct: SocketAddr, n: usize) -> anyhow::Result<Measured> {
+    ns.enter(move || -> anyhow::Result<Measured> {
         // Warm-up: ARP, routes, caches.
         for _ in 0..20 {
-            connect_once(vip)?;
-            connect_once(direct)?;
+            connect_once(vip)
+                .map_err(|e| anyhow::anyhow!("warm-up connection to the ClusterIP {vip}: {e}"))?;
+            connect_once(direct)
+                .map_err(|e| anyhow::anyhow!("warm-up connection to the pod {direct}: {e}"))?;
         }
         let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut failed = (0, 0, None);
         let start = Instant::now();
         for _ in 0..n {
             anyhow::ensure!(
                 start.elapsed() < LOOP_LIMIT,
                 "measurement took over {LOOP_LIMIT:?}"
             );
-            a.push(connect_once(vip)?);
-            b.push(connect_once(direct)?);
+            match connect_once(vip) {
+                Ok(t) => a.push(t),
+                Err(e) => {
+                    failed.0 += 1;
+                    failed.2.get_or_insert(format!("{vip}: {e}"));
+                }
+            }
+            match connect_once(direct) {
+                Ok(t) => b.push(t),
+                Err(e) => {
+                    failed.1 += 1;
+                    failed.2.get_or_insert(format!("{direct}: {e}"));
+                }
+            }
         }
-        Ok((a, b))
+        anyhow::ensure!(
+            !a.is_empty() && !b.is_empty(),
+            "every connection failed: {}",
+            failed.2.unwrap_or_default()
+        );
+        Ok((a, b, failed))
     })?
 }
 
@@ -236,6 +263,16 @@ fn program(
                 node_ip: Some(node_ip),
                 ..PlanConfig::new(IpFamily::V4)
             };
+            // What kube-proxy-rs sets at start in IPVS mode (app.rs): without
+            // conntrack for IPVS, replies bridged straight back to a client pod on
+            // the same node miss the reverse NAT and every connection times out.
+            for setting in [
+                "net.ipv4.vs.conntrack=1",
+                "net.ipv4.vs.expire_nodest_conn=1",
+                "net.ipv4.vs.expire_quiescent_template=1",
+            ] {
+                node.exec("sysctl", &["-qw", setting])?;
+            }
             let (table, links) = crate::ipvs::handles(node)?;
             let mut p = kpr_ipvs::FamilyProxier::new(
                 config,
@@ -268,7 +305,7 @@ pub fn run_one(
     let (proxier, sync) = program(mode, backend, &lab.node(1).host.ns, &objs)?;
     let vip = SocketAddr::new(TARGET_VIP.parse()?, 80);
     let direct = SocketAddr::new(pod_ip, PORT);
-    let (a, b) = measure(&lab.pods[cli].ns, vip, direct, connections)?;
+    let (a, b, failed) = measure(&lab.pods[cli].ns, vip, direct, connections)?;
     drop(server);
     drop(proxier);
     drop(lab);
@@ -278,6 +315,7 @@ pub fn run_one(
         sync,
         vip: Latencies::of(a),
         direct: Latencies::of(b),
+        failed,
     })
 }
 
@@ -293,6 +331,13 @@ pub fn run(
     connections: usize,
 ) -> anyhow::Result<Vec<Series>> {
     anyhow::ensure!(connections > 0, "--connections must be at least 1");
+    // The client and the pod share a bridge: without br_netfilter the pod's replies
+    // are bridged straight back, skip the reverse NAT, and every connection times out.
+    anyhow::ensure!(
+        std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists(),
+        "br_netfilter is not loaded (run modprobe br_netfilter): replies between pods on \
+         one bridge would skip the Service NAT"
+    );
     println!(
         "data plane: {connections} new TCP connections each through the ClusterIP and \
          straight to the pod, alternating, from a pod on the same node"
@@ -325,6 +370,12 @@ pub fn run(
                 us(s.direct.p99),
                 s.direct.rate
             );
+            if let (vip, pod, Some(first)) = &s.failed {
+                println!(
+                    "          failed connections: {vip} through the ClusterIP, {pod} to the \
+                     pod (first: {first})"
+                );
+            }
             out.push(s);
         }
     }

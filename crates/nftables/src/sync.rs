@@ -41,8 +41,9 @@ type ElementId = (&'static str, String);
 #[derive(Clone, Debug)]
 pub struct Synced {
     family: Family,
-    /// Each Service's rendered objects.
-    services: HashMap<NamespacedName, Fragment>,
+    /// What each Service's objects occupy (their names, not their rules: the
+    /// rules are in the kernel, and their digests in `chains`).
+    services: HashMap<NamespacedName, Footprint>,
     /// Who wants which element, with what value.
     claims: HashMap<ElementId, BTreeMap<NamespacedName, Element>>,
     /// What the diffed maps hold: [`element_state`] text.
@@ -99,6 +100,25 @@ fn value_text(e: &Element) -> String {
 
 fn elem_id(e: &Element) -> ElementId {
     (e.set, e.key.to_string())
+}
+
+/// What one Service's objects occupy: the names a later sync needs to take them
+/// away again, without the rules that made most of a fragment's memory.
+#[derive(Clone, Debug, Default)]
+struct Footprint {
+    chains: Vec<String>,
+    sets: Vec<String>,
+    elements: Vec<ElementId>,
+}
+
+impl Footprint {
+    fn of(f: &Fragment) -> Self {
+        Footprint {
+            chains: f.chains.iter().map(|c| c.name.clone()).collect(),
+            sets: f.sets.iter().map(|s| s.name.clone()).collect(),
+            elements: f.elements.iter().map(elem_id).collect(),
+        }
+    }
 }
 
 /// The rules of a chain are fixed by its name and whether its endpoint uses affinity:
@@ -300,7 +320,10 @@ impl Synced {
             }
         }
         txs.push(tx);
-        synced.services = services.into_iter().collect();
+        synced.services = services
+            .iter()
+            .map(|(name, f)| (name.clone(), Footprint::of(f)))
+            .collect();
         (
             synced,
             Plan {
@@ -335,13 +358,13 @@ impl Synced {
             for c in old
                 .chains
                 .iter()
-                .filter(|c| !new_names.contains(c.name.as_str()))
+                .filter(|c| !new_names.contains(c.as_str()))
             {
-                if let Some(slot) = self.chains.get_mut(&c.name)
+                if let Some(slot) = self.chains.get_mut(c)
                     && slot.is_some()
                 {
                     *slot = None;
-                    flushes.push(c.name.clone());
+                    flushes.push(c.clone());
                 }
             }
             // Affinity sets.
@@ -355,13 +378,12 @@ impl Synced {
             for s in old
                 .sets
                 .iter()
-                .filter(|s| !new_set_names.contains(s.name.as_str()))
+                .filter(|s| !new_set_names.contains(s.as_str()))
             {
-                dropped_sets.insert(s.name.clone());
+                dropped_sets.insert(s.clone());
             }
             // Element claims.
-            for e in &old.elements {
-                let id = elem_id(e);
+            for id in old.elements {
                 if let Some(owners) = self.claims.get_mut(&id) {
                     owners.remove(&name);
                     if owners.is_empty() {
@@ -379,7 +401,7 @@ impl Synced {
                 touched.insert(id);
             }
             if !new.chains.is_empty() || !new.elements.is_empty() || !new.sets.is_empty() {
-                self.services.insert(name, new);
+                self.services.insert(name, Footprint::of(&new));
             }
         }
 

@@ -12,6 +12,7 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as networking;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::problem::SourceProblem;
 
@@ -58,6 +59,9 @@ pub fn parse_manifest(text: &str, origin: &str) -> Parsed {
     let mut parsed = Parsed::default();
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        if parse_json_list(text, origin, &mut parsed) {
+            return parsed;
+        }
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(items)) => {
                 for item in items {
@@ -96,6 +100,48 @@ pub fn parse_manifest(text: &str, origin: &str) -> Parsed {
         }
     }
     parsed
+}
+
+/// The top level of a JSON `List` file, its items left as unparsed text.
+#[derive(serde::Deserialize)]
+struct JsonList<'a> {
+    kind: String,
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+/// Decodes a JSON `List` (or a top-level array) one item at a time, so a file of
+/// 10,000 EndpointSlices is never held as one tree of JSON values (at 3,000
+/// Services that tree was half the process's peak memory). Returns false, having
+/// changed nothing, when `text` is not such a list: the caller then parses it
+/// whole, with its usual messages.
+fn parse_json_list(text: &str, origin: &str, parsed: &mut Parsed) -> bool {
+    let (kind, api_version, items) = if text.trim_start().starts_with('[') {
+        match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => (None, String::new(), items),
+            Err(_) => return false,
+        }
+    } else {
+        match serde_json::from_str::<JsonList<'_>>(text) {
+            Ok(list) if list.kind.ends_with("List") => {
+                (Some(list.kind), list.api_version, list.items)
+            }
+            _ => return false,
+        }
+    };
+    for (i, raw) in items.into_iter().enumerate() {
+        // Already checked as JSON by the parse above.
+        let Ok(item) = serde_json::from_str::<Value>(raw.get()) else {
+            continue;
+        };
+        match &kind {
+            Some(kind) => add_list_item(item, i, kind, &api_version, origin, None, parsed),
+            None => add_document(item, origin, None, parsed),
+        }
+    }
+    true
 }
 
 fn first_line_note(msg: &str, first_line: usize) -> String {
@@ -179,7 +225,6 @@ fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed:
         .unwrap_or_default()
         .to_owned();
     if kind == "List" || kind.ends_with("List") {
-        let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
         // Taken, not cloned: a List file is held once while its items are decoded.
         let Some(Value::Array(items)) = value.get_mut("items").map(Value::take) else {
             parsed.problems.push(problem(format!(
@@ -187,21 +232,8 @@ fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed:
             )));
             return;
         };
-        for (i, mut item) in items.into_iter().enumerate() {
-            // Typed lists (ServiceList, ...) may omit kind/apiVersion on items.
-            if let (Some(k), Some(obj)) = (item_kind, item.as_object_mut()) {
-                obj.entry("kind")
-                    .or_insert_with(|| Value::String(k.to_string()));
-                if !api_version.is_empty() {
-                    obj.entry("apiVersion")
-                        .or_insert_with(|| Value::String(api_version.clone()));
-                }
-            }
-            let before = parsed.problems.len();
-            add_document(item, origin, document, parsed);
-            for p in &mut parsed.problems[before..] {
-                p.message = format!("{kind} items[{i}]: {}", p.message);
-            }
+        for (i, item) in items.into_iter().enumerate() {
+            add_list_item(item, i, &kind, &api_version, origin, document, parsed);
         }
         return;
     }
@@ -248,6 +280,33 @@ fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed:
         Err(reason) => parsed
             .problems
             .push(problem(format!("{what}: {reason}; skipped"))),
+    }
+}
+
+/// Item `i` of a list of kind `list_kind` (`List`, `ServiceList`, ...).
+fn add_list_item(
+    mut item: Value,
+    i: usize,
+    list_kind: &str,
+    api_version: &str,
+    origin: &str,
+    document: Option<usize>,
+    parsed: &mut Parsed,
+) {
+    // Typed lists (ServiceList, ...) may omit kind/apiVersion on items.
+    let item_kind = list_kind.strip_suffix("List").filter(|k| !k.is_empty());
+    if let (Some(k), Some(obj)) = (item_kind, item.as_object_mut()) {
+        obj.entry("kind")
+            .or_insert_with(|| Value::String(k.to_string()));
+        if !api_version.is_empty() {
+            obj.entry("apiVersion")
+                .or_insert_with(|| Value::String(api_version.to_string()));
+        }
+    }
+    let before = parsed.problems.len();
+    add_document(item, origin, document, parsed);
+    for p in &mut parsed.problems[before..] {
+        p.message = format!("{list_kind} items[{i}]: {}", p.message);
     }
 }
 

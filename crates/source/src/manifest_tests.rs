@@ -140,3 +140,61 @@ fn garbage_does_not_panic() {
         let _ = parse_manifest(text, "g");
     }
 }
+
+/// A JSON List is decoded item by item (never as one tree); a broken item is
+/// reported with its index and the others are kept, as in YAML; a top-level array
+/// works the same way; a List whose items are not an array is reported.
+#[test]
+fn json_list_items_one_by_one() {
+    let text = r#"{"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
+         "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "x", "name": "b"},
+         "spec": {"clusterIP": "10.0.0.2", "ports": [{"port": "eighty"}]}},
+        7,
+        {"apiVersion": "v1", "kind": "ServiceList", "items": [
+            {"metadata": {"name": "c"}, "spec": {"clusterIP": "10.0.0.3", "ports": [{"port": 80}]}}]}]}"#;
+    let p = parse_manifest(text, "m.json");
+    let names: Vec<_> = p
+        .objects
+        .iter()
+        .map(|o| match &o.object {
+            Object::Service(s) => s.metadata.name.clone().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    let m = messages(&p);
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert!(
+        m[0].contains("List items[1]: Service x/b: spec.ports[0].port: invalid type"),
+        "{m:?}"
+    );
+    assert!(
+        m[1].contains("List items[2]: not a Kubernetes object"),
+        "{m:?}"
+    );
+
+    let array = r#"[{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
+        "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}}, {"kind": "Service"}]"#;
+    let p = parse_manifest(array, "a.json");
+    assert_eq!(p.objects.len(), 1);
+    assert_eq!(p.problems.len(), 1, "{:?}", messages(&p));
+
+    let p = parse_manifest(
+        r#"{"apiVersion": "v1", "kind": "List", "items": 3}"#,
+        "b.json",
+    );
+    assert!(p.objects.is_empty());
+    assert!(
+        messages(&p)[0].contains("List: missing or invalid field \"items\""),
+        "{:?}",
+        messages(&p)
+    );
+    let p = parse_manifest(r#"{"kind": "List", "items": [1,"#, "c.json");
+    assert!(
+        messages(&p)[0].contains("invalid JSON at line 1"),
+        "{:?}",
+        messages(&p)
+    );
+}
