@@ -132,9 +132,18 @@ fn parse_json_list(text: &str, origin: &str, parsed: &mut Parsed) -> bool {
         }
     };
     for (i, raw) in items.into_iter().enumerate() {
-        // Already checked as JSON by the parse above.
-        let Ok(item) = serde_json::from_str::<Value>(raw.get()) else {
-            continue;
+        // Checked as JSON by the parse above; a failure here is still reported.
+        let item = match serde_json::from_str::<Value>(raw.get()) {
+            Ok(item) => item,
+            Err(e) => {
+                let at = kind.as_deref().unwrap_or("array");
+                parsed.problems.push(SourceProblem::new(
+                    origin,
+                    None,
+                    format!("{at} items[{i}]: invalid JSON: {e}; skipped"),
+                ));
+                continue;
+            }
         };
         match &kind {
             Some(kind) => add_list_item(item, i, kind, &api_version, origin, None, parsed),
