@@ -48,9 +48,30 @@ pub struct Series {
     pub vip: Latencies,
     /// Straight to the pod.
     pub direct: Latencies,
-    /// Connections that failed (through the ClusterIP, straight to the pod), and
-    /// the first error; they are left out of the latencies.
-    pub failed: (usize, usize, Option<String>),
+    /// Connections that failed; they are left out of the latencies.
+    pub failed: Failures,
+}
+
+/// Connections that failed in one series.
+#[derive(Clone, Debug, Default)]
+pub struct Failures {
+    /// Through the ClusterIP.
+    pub vip: usize,
+    /// Straight to the pod.
+    pub direct: usize,
+    /// The first error, with its address.
+    pub first: Option<String>,
+}
+
+impl Failures {
+    fn record(&mut self, to: SocketAddr, e: &std::io::Error, through_vip: bool) {
+        if through_vip {
+            self.vip += 1;
+        } else {
+            self.direct += 1;
+        }
+        self.first.get_or_insert_with(|| format!("{to}: {e}"));
+    }
 }
 
 /// Latency percentiles of one series.
@@ -138,8 +159,8 @@ fn connect_once(to: SocketAddr) -> std::io::Result<Duration> {
 }
 
 /// Latencies of the connections that succeeded, through the ClusterIP and straight
-/// to the pod; failures counted the same way, with the first error.
-type Measured = (Vec<Duration>, Vec<Duration>, (usize, usize, Option<String>));
+/// to the pod, and the failures.
+type Measured = (Vec<Duration>, Vec<Duration>, Failures);
 
 /// `n` connections to each of `vip` and `direct`, alternating, from inside `ns`.
 /// The warm-up must succeed; after it a failed connection is counted, not fatal
@@ -154,7 +175,7 @@ fn measure(ns: &Netns, vip: SocketAddr, direct: SocketAddr, n: usize) -> anyhow:
                 .map_err(|e| anyhow::anyhow!("warm-up connection to the pod {direct}: {e}"))?;
         }
         let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let mut failed = (0, 0, None);
+        let mut failed = Failures::default();
         let start = Instant::now();
         for _ in 0..n {
             anyhow::ensure!(
@@ -163,23 +184,17 @@ fn measure(ns: &Netns, vip: SocketAddr, direct: SocketAddr, n: usize) -> anyhow:
             );
             match connect_once(vip) {
                 Ok(t) => a.push(t),
-                Err(e) => {
-                    failed.0 += 1;
-                    failed.2.get_or_insert(format!("{vip}: {e}"));
-                }
+                Err(e) => failed.record(vip, &e, true),
             }
             match connect_once(direct) {
                 Ok(t) => b.push(t),
-                Err(e) => {
-                    failed.1 += 1;
-                    failed.2.get_or_insert(format!("{direct}: {e}"));
-                }
+                Err(e) => failed.record(direct, &e, false),
             }
         }
         anyhow::ensure!(
             !a.is_empty() && !b.is_empty(),
             "every connection failed: {}",
-            failed.2.unwrap_or_default()
+            failed.first.unwrap_or_default()
         );
         Ok((a, b, failed))
     })?
@@ -263,15 +278,14 @@ fn program(
                 node_ip: Some(node_ip),
                 ..PlanConfig::new(IpFamily::V4)
             };
-            // What kube-proxy-rs sets at start in IPVS mode (app.rs): without
-            // conntrack for IPVS, replies bridged straight back to a client pod on
-            // the same node miss the reverse NAT and every connection times out.
-            for setting in [
-                "net.ipv4.vs.conntrack=1",
-                "net.ipv4.vs.expire_nodest_conn=1",
-                "net.ipv4.vs.expire_quiescent_template=1",
-            ] {
-                node.exec("sysctl", &["-qw", setting])?;
+            // What kube-proxy-rs sets at start in IPVS mode: without conntrack for
+            // IPVS, replies bridged straight back to a client pod on the same node
+            // miss the reverse NAT and every connection times out.
+            for (path, value) in kpr_ipvs::SYSCTLS {
+                node.exec(
+                    "sysctl",
+                    &["-qw", &format!("{}={value}", path.replace('/', "."))],
+                )?;
             }
             let (table, links) = crate::ipvs::handles(node)?;
             let mut p = kpr_ipvs::FamilyProxier::new(
@@ -370,10 +384,11 @@ pub fn run(
                 us(s.direct.p99),
                 s.direct.rate
             );
-            if let (vip, pod, Some(first)) = &s.failed {
+            if let Some(first) = &s.failed.first {
                 println!(
-                    "          failed connections: {vip} through the ClusterIP, {pod} to the \
-                     pod (first: {first})"
+                    "          failed connections: {} through the ClusterIP, {} to the pod \
+                     (first: {first})",
+                    s.failed.vip, s.failed.direct
                 );
             }
             out.push(s);

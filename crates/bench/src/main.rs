@@ -225,14 +225,8 @@ fn backend(args: &Args) -> kpr_iptables::apply::Backend {
 
 /// Peak resident set size of this process so far (VmHWM), for the report.
 fn peak_rss() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
+    process::usage(std::process::id())
+        .map_or_else(|_| "unknown".into(), |u| format!("{} kB", u.peak_kib))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -73,13 +73,17 @@ impl Drop for Proxy {
 }
 
 /// Memory and CPU of a running process, from `/proc`.
-struct Usage {
-    peak_kib: u64,
-    rss_kib: u64,
-    cpu: Duration,
+pub struct Usage {
+    /// Peak resident set size (VmHWM), KiB.
+    pub peak_kib: u64,
+    /// Resident set size now (VmRSS), KiB.
+    pub rss_kib: u64,
+    /// User plus system CPU time.
+    pub cpu: Duration,
 }
 
-fn usage(pid: u32) -> anyhow::Result<Usage> {
+/// The [`Usage`] of process `pid`.
+pub fn usage(pid: u32) -> anyhow::Result<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib = |key: &str| -> anyhow::Result<u64> {
         let line = status

@@ -65,6 +65,18 @@ pub mod table;
 pub mod types;
 pub mod view;
 
+/// The sysctls IPVS mode sets at start in every case, as `/proc/sys` paths and
+/// values (upstream's `proxier.go`): conntrack for IPVS (the masquerade rules and
+/// replies bridged back to a pod on the same node need it), and expiring the
+/// connections and persistence templates of removed or zero-weight real servers.
+/// `conn_reuse_mode` (kernel-dependent), `ip_forward` and strict ARP are left to
+/// the caller.
+pub const SYSCTLS: [(&str, &str); 3] = [
+    ("net/ipv4/vs/conntrack", "1"),
+    ("net/ipv4/vs/expire_nodest_conn", "1"),
+    ("net/ipv4/vs/expire_quiescent_template", "1"),
+];
+
 pub use error::{Command, IpvsError, Target};
 pub use links::{LinkError, Links};
 pub use netlink::{BatchReport, Ipvs};

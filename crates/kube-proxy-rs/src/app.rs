@@ -331,7 +331,9 @@ fn kernel_version(host: &dyn Host) -> Option<(u32, u32)> {
 
 /// The sysctls IPVS mode needs, as upstream sets them.
 fn ipvs_sysctls(config: &KubeProxyConfiguration, host: &dyn Host) {
-    set_sysctl("net/ipv4/vs/conntrack", "1");
+    for (path, value) in kpr_ipvs::SYSCTLS {
+        set_sysctl(path, value);
+    }
     // Connection reuse (kubernetes #81775, #93297): before 5.9, mode 1 stalls
     // reused ports for a second, so upstream sets 0; from 5.9 the kernel is fixed
     // and the value is left alone.
@@ -342,8 +344,6 @@ fn ipvs_sysctls(config: &KubeProxyConfiguration, host: &dyn Host) {
             warn!("cannot read the kernel version; leaving net.ipv4.vs.conn_reuse_mode as it is")
         }
     }
-    set_sysctl("net/ipv4/vs/expire_nodest_conn", "1");
-    set_sysctl("net/ipv4/vs/expire_quiescent_template", "1");
     set_sysctl("net/ipv4/ip_forward", "1");
     if config.ipvs().strict_arp {
         set_sysctl("net/ipv4/conf/all/arp_ignore", "1");

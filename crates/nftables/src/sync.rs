@@ -50,7 +50,7 @@ pub struct Synced {
     elements: HashMap<ElementId, String>,
     /// Service and endpoint chains in the kernel and a digest of their rules (None:
     /// flushed). A digest, not a copy: at 10,000 Services the rules are about
-    /// 480,000 values already held once in `services`.
+    /// 480,000 values, needed only to tell whether a chain changed.
     chains: HashMap<String, Option<RulesDigest>>,
     /// Affinity sets in the kernel.
     affinity_sets: HashMap<String, Set>,
@@ -273,13 +273,15 @@ impl Synced {
 
         // Elements: diff the winners against the kernel.
         for (name, f) in &services {
-            for e in &f.elements {
+            let footprint = Footprint::of(f);
+            for (id, e) in footprint.elements.iter().zip(&f.elements) {
                 synced
                     .claims
-                    .entry(elem_id(e))
+                    .entry(id.clone())
                     .or_default()
                     .insert(name.clone(), e.clone());
             }
+            synced.services.insert(name.clone(), footprint);
         }
         let mut adds: Vec<(&ElementId, &Element)> = Vec::new();
         for (id, owners) in &synced.claims {
@@ -320,10 +322,6 @@ impl Synced {
             }
         }
         txs.push(tx);
-        synced.services = services
-            .iter()
-            .map(|(name, f)| (name.clone(), Footprint::of(f)))
-            .collect();
         (
             synced,
             Plan {
@@ -392,16 +390,16 @@ impl Synced {
                 }
                 touched.insert(id);
             }
-            for e in &new.elements {
-                let id = elem_id(e);
+            let footprint = Footprint::of(&new);
+            for (id, e) in footprint.elements.iter().zip(&new.elements) {
                 self.claims
                     .entry(id.clone())
                     .or_default()
                     .insert(name.clone(), e.clone());
-                touched.insert(id);
+                touched.insert(id.clone());
             }
             if !new.chains.is_empty() || !new.elements.is_empty() || !new.sets.is_empty() {
-                self.services.insert(name, Footprint::of(&new));
+                self.services.insert(name, footprint);
             }
         }
 
