@@ -6,6 +6,7 @@
 //! (`iptables-restore`, `nft -f`) in a fresh namespace, i.e. the cost that any proxy
 //! producing these rules pays; the difference is our own overhead.
 
+mod api;
 mod dataplane;
 mod iptables;
 mod ipvs;
@@ -94,6 +95,9 @@ struct Args {
     /// Process benchmark: keep the proxy's log in this file.
     #[arg(long)]
     proxy_log: Option<std::path::PathBuf>,
+    /// Process benchmark: where the proxy reads the cluster from.
+    #[arg(long, value_enum, default_value = "manifests")]
+    source: process::Source,
     /// Only write the generated Services, EndpointSlices and Node as manifests (JSON
     /// `List`s) into this directory, for `kube-proxy-rs --manifests`.
     #[arg(long)]
@@ -252,11 +256,12 @@ fn main() -> anyhow::Result<()> {
     }
     if args.process {
         println!(
-            "kube-proxy-rs process: {} Services x {} endpoints ({:?}, IPv4, backend {})",
-            shape.services, shape.endpoints, args.mode, args.backend
+            "kube-proxy-rs process: {} Services x {} endpoints ({:?}, IPv4, backend {}, from {:?})",
+            shape.services, shape.endpoints, args.mode, args.backend, args.source
         );
         return process::run(
             args.mode,
+            args.source,
             &shape,
             &args.backend,
             args.proxy_bin.as_deref(),

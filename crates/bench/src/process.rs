@@ -1,8 +1,9 @@
-//! The proxy process itself at scale: generated manifests are written to a
-//! directory, the real `kube-proxy-rs` binary runs on them in a fresh network
-//! namespace, and the report gives what an operator sees on the node: time from
-//! start to the first full sync in the kernel, the process's peak and steady resident
-//! memory and its CPU time, then the latency of one new Service written as a file.
+//! The proxy process itself at scale: the generated cluster is written as manifests
+//! or served by an API server (`--source`), the real `kube-proxy-rs` binary reads it
+//! in a fresh network namespace, and the report gives what an operator sees on the
+//! node: time from start to the first full sync in the kernel, the process's peak and
+//! steady resident memory and its CPU time, then the latency of one new Service from
+//! its file or watch event to the kernel.
 //!
 //! Unlike the in-process rows (which include the generator's own objects), these are
 //! the numbers of the process that runs in production.
@@ -19,6 +20,7 @@ use kpr_netns_lab::Netns;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::api::ApiServer;
 use crate::{Mode, row};
 
 /// Writes the manifests of `shape`: one JSON `List` per kind (`services.json`,
@@ -155,9 +157,65 @@ fn proxy_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Where the proxy under test reads the cluster from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// A manifest directory (`--manifests`): a change is a new file, and the proxy
+    /// re-reads the directory.
+    Manifests,
+    /// An API server (`--master`): the fake of kpr-kube-source's tests, speaking the
+    /// real list/watch protocol; a change is one watch event, as in production.
+    Api,
+}
+
+/// The source, set up with the generated cluster.
+enum Feed {
+    Manifests(PathBuf),
+    Api(ApiServer),
+}
+
+impl Feed {
+    fn arg(&self) -> String {
+        match self {
+            Self::Manifests(dir) => format!("--manifests={}", dir.display()),
+            Self::Api(api) => format!("--master={}", api.url()),
+        }
+    }
+
+    /// Before the measured change: from the API, the EndpointSlices of generated
+    /// Service `i` (then a second for the proxy to take them), so that the change is
+    /// the Service's one watch event and one sync, not a race between the slices'
+    /// events and the Service's.
+    fn prepare(&self, i: usize, shape: &Shape) {
+        if let Self::Api(api) = self {
+            api.add_slices(i, shape);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Adds generated Service `i`: from manifests, one file with the Service and its
+    /// EndpointSlices; from the API, the Service's watch event (after [`Feed::prepare`]).
+    fn add_service(&self, i: usize, shape: &Shape) -> anyhow::Result<()> {
+        match self {
+            Self::Manifests(dir) => {
+                let mut items = vec![serde_json::to_value(service(i, shape))?];
+                for slice in slices(i, shape) {
+                    items.push(serde_json::to_value(slice)?);
+                }
+                write_list(&dir.join("added.json"), items.into_iter())
+            }
+            Self::Api(api) => {
+                api.add_service_only(i, shape);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Runs the process benchmark: see the module documentation.
 pub fn run(
     mode: Mode,
+    source: Source,
     shape: &Shape,
     backend: &str,
     bin: Option<&Path>,
@@ -165,23 +223,37 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let bin = proxy_binary(bin)?;
     let dir = tempfile::tempdir()?;
-    let manifests = dir.path().join("manifests");
+    let ns = Netns::new("proc")?;
     let started = Instant::now();
-    write_manifests(&manifests, shape)?;
-    row(
-        "write manifests (JSON Lists)",
-        format!("{:.1} s", started.elapsed().as_secs_f64()),
-    );
+    let feed = match source {
+        Source::Manifests => {
+            let manifests = dir.path().join("manifests");
+            write_manifests(&manifests, shape)?;
+            row(
+                "write manifests (JSON Lists)",
+                format!("{:.1} s", started.elapsed().as_secs_f64()),
+            );
+            Feed::Manifests(manifests)
+        }
+        Source::Api => {
+            let api = ApiServer::start(&ns)?;
+            api.load(shape)?;
+            row(
+                "load the API server",
+                format!("{:.1} s", started.elapsed().as_secs_f64()),
+            );
+            Feed::Api(api)
+        }
+    };
     let mode_name = match mode {
         Mode::Iptables => "iptables",
         Mode::Nftables => "nftables",
         Mode::Ipvs => "ipvs",
     };
-    let ns = Netns::new("proc")?;
     let log = keep_log.map_or_else(|| dir.path().join("proxy.log"), Path::to_path_buf);
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns.name()]).arg(&bin).args([
-        &format!("--manifests={}", manifests.display()),
+        &feed.arg(),
         &format!("--proxy-mode={mode_name}"),
         &format!("--hostname-override={NODE}"),
         "--metrics-bind-address=127.0.0.1:10249",
@@ -219,23 +291,23 @@ pub fn run(
         format!("{:.2} s", first.as_secs_f64()),
     );
 
-    // One new Service in a new file: the manifest directory is re-read (every file:
-    // the cost of the manifest source, not of the API source), then one partial sync.
+    // One new Service. From manifests: a new file, and the directory is re-read
+    // (every file: the cost of the manifest source); from the API: the Service's
+    // watch event, its EndpointSlices already there. Then one partial sync.
+    feed.prepare(shape.services, shape);
     let applied = ["rules applied"];
     let before = count_lines(&std::fs::read_to_string(&log)?, &applied);
     let change = Instant::now();
-    let added = shape.services;
-    let mut items = vec![serde_json::to_value(service(added, shape))?];
-    for slice in slices(added, shape) {
-        items.push(serde_json::to_value(slice)?);
-    }
-    write_list(&manifests.join("added.json"), items.into_iter())?;
+    feed.add_service(shape.services, shape)?;
     wait_for_log(&log, &applied, before + 1, limit, &mut proxy)?;
     let latency = change.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let settled = usage(pid)?;
     row(
-        "one new Service: files written to kernel",
+        match source {
+            Source::Manifests => "one new Service: file written to kernel",
+            Source::Api => "one new Service: watch event to kernel",
+        },
         format!("{:.0} ms", latency.as_secs_f64() * 1000.0),
     );
     row(
@@ -251,6 +323,7 @@ pub fn run(
         format!("{} MB", settled.rss_kib / 1024),
     );
     drop(proxy);
+    drop(feed);
     drop(ns);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The process benchmark runs end to end at a small size (as root): generated
-//! manifests, the real `kube-proxy-rs` binary in a fresh namespace, its first sync,
-//! one new Service, and the report rows. The written manifests are also what
+//! manifests or the fake API server, the real `kube-proxy-rs` binary in a fresh
+//! namespace, its first sync, one new Service, and the report rows. The written manifests are also what
 //! `kube-proxy-rs --manifests` reads without a complaint.
 //!
 //! Uses the `kube-proxy-rs` binary next to `kpr-bench` (`cargo test --workspace`
@@ -26,13 +26,15 @@ fn proxy_binary() -> PathBuf {
     proxy
 }
 
-#[test]
-fn process_benchmark_runs_small() {
+/// Runs the process benchmark on 20 Services from `source`; checks the report's rows
+/// (the change's named `change_row`) and the proxy's syncs.
+fn runs_small(source: &str, change_row: &str) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("proxy.log");
     let stdout = bench_ok(
         bench()
             .args(["--process", "--mode", "nftables", "--services", "20"])
+            .args(["--source", source])
             .arg("--proxy-bin")
             .arg(proxy_binary())
             .arg("--proxy-log")
@@ -40,7 +42,7 @@ fn process_benchmark_runs_small() {
     );
     for (row, unit) in [
         ("start to first full sync in the kernel", " s"),
-        ("one new Service: files written to kernel", " ms"),
+        (change_row, " ms"),
         ("peak RSS of kube-proxy-rs", " MB"),
     ] {
         assert!(
@@ -50,10 +52,34 @@ fn process_benchmark_runs_small() {
             "no {row:?} row in:\n{stdout}"
         );
     }
-    // The proxy did a full sync of the 20 Services, then a partial one for the 21st.
+    // The proxy did a full sync of the 20 Services, then a partial one for the 21st
+    // that wrote its chains (its endpoints were there: not an empty Service).
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("full=true services_changed=20 "), "{log}");
-    assert!(log.contains("full=false services_changed=1 "), "{log}");
+    let partial = log
+        .lines()
+        .rfind(|l| l.contains("rules applied") && l.contains("full=false"))
+        .unwrap_or_else(|| panic!("no partial sync in:\n{log}"));
+    assert!(partial.contains("services_changed=1 "), "{partial}");
+    let operations: usize = partial
+        .split_once("operations=")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no operations count in {partial}"));
+    assert!(
+        operations > 12,
+        "an empty Service's few operations: {partial}"
+    );
+}
+
+#[test]
+fn process_benchmark_runs_small() {
+    runs_small("manifests", "one new Service: file written to kernel");
+}
+
+/// The same against the fake API server: the change is one watch event.
+#[test]
+fn process_benchmark_runs_small_from_the_api() {
+    runs_small("api", "one new Service: watch event to kernel");
 }
 
 #[test]

@@ -173,6 +173,15 @@ impl Transaction {
         }
     }
 
+    /// [`Transaction::write_chain`] taking the chain's rules instead of copying
+    /// them.
+    pub fn write_chain_owned(&mut self, chain: Chain) {
+        self.flush_chain(&chain.name);
+        for r in chain.rules {
+            self.push(Op::AddRule(chain.name.clone(), r));
+        }
+    }
+
     /// `add set` / `add map`.
     pub fn add_set(&mut self, set: &Set) {
         self.push(Op::AddSet(set.clone()));
