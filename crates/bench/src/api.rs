@@ -19,7 +19,7 @@ use fake_api::{FakeApi, Resource};
 
 /// A fake API server running on its own thread inside a namespace; stopped on drop.
 pub struct ApiServer {
-    fake: Option<FakeApi>,
+    fake: FakeApi,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -51,33 +51,28 @@ impl ApiServer {
             .context("the API server thread ended before starting")?
             .map_err(|e| anyhow::anyhow!("API server runtime: {e}"))?;
         Ok(Self {
-            fake: Some(fake),
+            fake,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
 
-    fn fake(&self) -> &FakeApi {
-        self.fake.as_ref().expect("present until drop")
-    }
-
     /// `http://127.0.0.1:port`, inside the namespace.
     pub fn url(&self) -> String {
-        self.fake().url()
+        self.fake.url()
     }
 
     /// Stores the generated cluster: the Node, then every Service and EndpointSlice.
-    pub fn load(&self, shape: &Shape) -> anyhow::Result<()> {
+    pub fn load(&self, shape: &Shape) {
         let node = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": "zone-a"}},
             "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]},
         });
-        self.fake().put_raw(Resource::Nodes, node);
+        self.fake.put_raw(Resource::Nodes, node);
         for i in 0..shape.services {
             self.add_service(i, shape);
         }
-        Ok(())
     }
 
     /// Generated Service `i`: its EndpointSlices first, then the Service, so the
@@ -91,19 +86,20 @@ impl ApiServer {
     /// Service is absent).
     pub fn add_slices(&self, i: usize, shape: &Shape) {
         for slice in slices(i, shape) {
-            self.fake().put(Resource::EndpointSlices, &slice);
+            self.fake.put(Resource::EndpointSlices, &slice);
         }
     }
 
     /// Generated Service `i` alone: one watch event.
     pub fn add_service_only(&self, i: usize, shape: &Shape) {
-        self.fake().put(Resource::Services, &service(i, shape));
+        self.fake.put(Resource::Services, &service(i, shape));
     }
 }
 
 impl Drop for ApiServer {
+    /// Ends the server's runtime (its tasks with it); the `FakeApi` handle is
+    /// dropped after, with nothing left to stop.
     fn drop(&mut self) {
-        drop(self.fake.take());
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -237,7 +237,7 @@ pub fn run(
         }
         Source::Api => {
             let api = ApiServer::start(&ns)?;
-            api.load(shape)?;
+            api.load(shape);
             row(
                 "load the API server",
                 format!("{:.1} s", started.elapsed().as_secs_f64()),

@@ -187,6 +187,16 @@ impl Synced {
         }
     }
 
+    /// Records that Service `name` wants `elements` (whose ids are `footprint`'s).
+    fn claim(&mut self, name: &NamespacedName, footprint: &Footprint, elements: &[Element]) {
+        for (id, e) in footprint.elements.iter().zip(elements) {
+            self.claims
+                .entry(id.clone())
+                .or_default()
+                .insert(name.clone(), e.clone());
+        }
+    }
+
     /// Plans a full sync of `base` and `services` over what `listing` found. On the
     /// process's `first` sync, base chains are recreated (their hook or priority may
     /// differ from an older version's) and endpoint chains already present are kept.
@@ -266,13 +276,7 @@ impl Synced {
         // rules move into the transactions below.
         for (name, f) in &services {
             let footprint = Footprint::of(f);
-            for (id, e) in footprint.elements.iter().zip(&f.elements) {
-                synced
-                    .claims
-                    .entry(id.clone())
-                    .or_default()
-                    .insert(name.clone(), e.clone());
-            }
+            synced.claim(name, &footprint, &f.elements);
             synced.services.insert(name.clone(), footprint);
         }
 
@@ -432,13 +436,8 @@ impl Synced {
                 touched.insert(id);
             }
             let footprint = Footprint::of(&new);
-            for (id, e) in footprint.elements.iter().zip(&new.elements) {
-                self.claims
-                    .entry(id.clone())
-                    .or_default()
-                    .insert(name.clone(), e.clone());
-                touched.insert(id.clone());
-            }
+            self.claim(&name, &footprint, &new.elements);
+            touched.extend(footprint.elements.iter().cloned());
             if !new.chains.is_empty() || !new.elements.is_empty() || !new.sets.is_empty() {
                 self.services.insert(name, footprint);
             }

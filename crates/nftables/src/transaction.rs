@@ -167,10 +167,7 @@ impl Transaction {
     /// `flush chain` + every rule: the (declared) chain ends up holding exactly its
     /// rules.
     pub fn write_chain(&mut self, chain: &Chain) {
-        self.flush_chain(&chain.name);
-        for r in &chain.rules {
-            self.add_rule(&chain.name, r);
-        }
+        self.write_chain_owned(chain.clone());
     }
 
     /// [`Transaction::write_chain`] taking the chain's rules instead of copying
