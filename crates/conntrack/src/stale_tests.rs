@@ -58,8 +58,7 @@ pub(crate) fn family(services: &[Svc]) -> FamilyState {
                 serving: *serving,
                 terminating: !*ready,
                 is_local: false,
-                zone_hints: Default::default(),
-                node_hints: Default::default(),
+                hints: None,
             })
             .collect();
         let port = ServicePortState {

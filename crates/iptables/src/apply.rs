@@ -8,14 +8,14 @@
 //! upstream, the jump rules are checked with one `iptables-save` per table instead of
 //! one `iptables -C` per rule, and missing ones are inserted in one restore.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use kpr_model::IpFamily;
 
 use crate::dump::{Dump, split_words};
-use crate::exec::{Output, Runner};
+use crate::exec::{InputWriter, Output, Runner};
 use crate::names::*;
+use crate::render::ExistingChains;
 
 /// Which iptables binaries to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -226,8 +226,8 @@ impl std::fmt::Debug for Iptables {
 pub struct Ensured {
     /// Jump rules that were missing and have been inserted.
     pub missing: usize,
-    /// The nat chains that existed before.
-    pub nat_chains: BTreeSet<String>,
+    /// The per-service and per-endpoint nat chains that existed before.
+    pub nat_chains: ExistingChains,
 }
 
 /// Features of the installed iptables found by probing.
@@ -277,20 +277,19 @@ impl Iptables {
             })
     }
 
-    fn check(&self, program: &str, out: Output, input: Option<&str>) -> Result<Output, ApplyError> {
+    /// `out` if it succeeded, else the error; `line_of(n)` is the text of input line
+    /// `n` (1-based) when iptables-restore names the one that failed.
+    fn check(
+        &self,
+        program: &str,
+        out: Output,
+        line_of: &dyn Fn(usize) -> Option<String>,
+    ) -> Result<Output, ApplyError> {
         if out.success() {
             return Ok(out);
         }
-        let failing_line = out
-            .stderr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Error occurred at line: "))
-            .and_then(|n| n.trim().parse::<usize>().ok())
-            .and_then(|n| {
-                input
-                    .and_then(|text| text.lines().nth(n.saturating_sub(1)))
-                    .map(|l| (n, l.to_string()))
-            });
+        let failing_line =
+            failing_line_number(&out.stderr).and_then(|n| line_of(n).map(|l| (n, l)));
         Err(ApplyError::Failed {
             program: program.to_string(),
             status: out.status,
@@ -332,21 +331,26 @@ impl Iptables {
             Some(t) => vec!["-t", t],
             None => vec![],
         };
-        let out = self.run(&self.save, &args, None)?;
-        let out = self.check(&self.save, out, None)?;
-        Dump::parse_selected(&out.stdout, keep).map_err(|e| ApplyError::Parse {
-            program: self.save.clone(),
-            message: e.to_string(),
-        })
-    }
-
-    /// The nat chains that exist now (to delete stale service chains).
-    pub fn nat_chains(&self) -> Result<BTreeSet<String>, ApplyError> {
-        Ok(self
-            .save_selected(Some("nat"), |_| false)?
-            .table("nat")
-            .map(|t| t.chains.iter().map(|c| c.name.clone()).collect())
-            .unwrap_or_default())
+        // The output is parsed as it comes: at 50,000 Services the nat table is
+        // 170 MB of text.
+        let mut parsed = None;
+        let out = self
+            .runner
+            .run_reading(&self.save, &args, &mut |reader| {
+                parsed = Some(Dump::read_selected(reader, &keep));
+                Ok(())
+            })
+            .map_err(|source| ApplyError::Spawn {
+                program: self.save.clone(),
+                source,
+            })?;
+        self.check(&self.save, out, &|_| None)?;
+        parsed
+            .unwrap_or_else(|| Ok(Dump::default()))
+            .map_err(|e| ApplyError::Parse {
+                program: self.save.clone(),
+                message: e.to_string(),
+            })
     }
 
     /// Runs `iptables-restore --noflush --counters` with `text`.
@@ -356,7 +360,30 @@ impl Iptables {
             &["-w", "5", "--noflush", "--counters"],
             Some(text.as_bytes()),
         )?;
-        self.check(&self.restore, out, Some(text)).map(|_| ())
+        let line_of = |n: usize| text.lines().nth(n.saturating_sub(1)).map(str::to_string);
+        self.check(&self.restore, out, &line_of).map(|_| ())
+    }
+
+    /// Like [`Iptables::restore`], the input written by `input` while
+    /// `iptables-restore` reads it (never held whole). If the tool names a failing
+    /// line, `line_of(n)` is asked for the text of input line `n` (1-based).
+    pub fn restore_streaming(
+        &self,
+        input: &mut InputWriter<'_>,
+        line_of: &dyn Fn(usize) -> Option<String>,
+    ) -> Result<(), ApplyError> {
+        let out = self
+            .runner
+            .run_writing(
+                &self.restore,
+                &["-w", "5", "--noflush", "--counters"],
+                input,
+            )
+            .map_err(|source| ApplyError::Spawn {
+                program: self.restore.clone(),
+                source,
+            })?;
+        self.check(&self.restore, out, line_of).map(|_| ())
     }
 
     /// Makes sure our top-level chains exist and the built-in chains jump to them, and
@@ -377,7 +404,7 @@ impl Iptables {
         canaries: bool,
     ) -> Result<Ensured, ApplyError> {
         let mut missing = 0;
-        let mut nat_chains = BTreeSet::new();
+        let mut nat_chains = ExistingChains::default();
         let mut input = String::new();
         for &table in tables {
             // Only the built-in chains' rules matter here.
@@ -385,7 +412,7 @@ impl Iptables {
             if table == "nat" {
                 nat_chains = dump
                     .table("nat")
-                    .map(|t| t.chains.iter().map(|c| c.name.clone()).collect())
+                    .map(|t| t.chains.iter().map(|c| c.name.as_str()).collect())
                     .unwrap_or_default();
             }
             let existing = dump.table(table);
@@ -473,7 +500,7 @@ impl Iptables {
                     let mut args: Vec<&str> = vec!["-w", "5", "-t", &table.name, "-D"];
                     args.extend(words.iter().skip(1).map(String::as_str));
                     let out = self.run(&self.iptables, &args, None)?;
-                    self.check(&self.iptables, out, None)?;
+                    self.check(&self.iptables, out, &|_| None)?;
                     removed += 1;
                 }
             }
@@ -531,6 +558,21 @@ pub fn is_cleanup_chain(table: &str, chain: &str) -> bool {
     }
 }
 
+/// The input line `iptables-restore` names as the one that failed: the nft backend
+/// says `Error occurred at line: N`, the legacy one `iptables-restore: line N failed`.
+fn failing_line_number(stderr: &str) -> Option<usize> {
+    stderr.lines().find_map(|l| {
+        let l = l.trim();
+        let n = match l.strip_prefix("Error occurred at line: ") {
+            Some(n) => n,
+            None => l
+                .split_once(": line ")
+                .and_then(|(_, rest)| rest.strip_suffix(" failed"))?,
+        };
+        n.trim().parse().ok()
+    })
+}
+
 fn version_at_least(version_output: &str, min: (u32, u32, u32)) -> bool {
     let Some(v) = version_output
         .split_whitespace()
@@ -552,6 +594,24 @@ mod tests {
     use super::*;
 
     /// iptables prints "iptables v1.8.9 (nf_tables)"; --random-fully needs 1.6.2.
+    #[test]
+    fn failing_lines_of_both_backends() {
+        assert_eq!(
+            failing_line_number(
+                "iptables-restore v1.8.9 (nf_tables): unknown option\nError occurred at line: 7\nTry `iptables-restore -h'"
+            ),
+            Some(7)
+        );
+        assert_eq!(
+            failing_line_number("iptables-restore: line 2222523 failed\n"),
+            Some(2222523)
+        );
+        assert_eq!(
+            failing_line_number("iptables-restore: unable to initialize table"),
+            None
+        );
+    }
+
     #[test]
     fn version_parse() {
         assert!(version_at_least("iptables v1.8.9 (nf_tables)", (1, 6, 2)));

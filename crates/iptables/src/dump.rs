@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::BufRead;
 
 /// A parsed ruleset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,6 +85,9 @@ pub struct Rule {
 /// Errors parsing a dump.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DumpError {
+    /// The input could not be read.
+    #[error("reading the input: {0}")]
+    Read(String),
     /// A line outside a table, or an unknown directive.
     #[error("line {line}: {message}: {text:?}")]
     BadLine {
@@ -195,14 +199,34 @@ impl Dump {
     /// (every chain is still listed). Reading a large nat table for its chain names
     /// and the built-in chains' jump rules then costs little.
     pub fn parse_selected(text: &str, keep: impl Fn(&str) -> bool) -> Result<Dump, DumpError> {
+        Self::read_selected(text.as_bytes(), keep)
+    }
+
+    /// Like [`Dump::parse_selected`], reading the text a line at a time from `input`
+    /// (the output of `iptables-save` as it comes, never held whole).
+    pub fn read_selected(
+        mut input: impl BufRead,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Dump, DumpError> {
         let mut dump = Dump::default();
         let mut current: Option<Table> = None;
         // Chain name -> index in the current table (rules are appended by name).
         let mut index: HashMap<String, usize> = HashMap::new();
-        for (n, raw) in text.lines().enumerate() {
+        let mut buf = String::new();
+        let mut n = 0;
+        loop {
+            buf.clear();
+            match input.read_line(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(DumpError::Read(e.to_string())),
+            }
+            n += 1;
+            let raw = buf.strip_suffix('\n').unwrap_or(&buf);
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
             let line = raw.trim();
             let bad = |message| DumpError::BadLine {
-                line: n + 1,
+                line: n,
                 message,
                 text: raw.to_string(),
             };
@@ -298,7 +322,7 @@ impl Dump {
         }
         if current.is_some() {
             return Err(DumpError::BadLine {
-                line: text.lines().count(),
+                line: n,
                 message: "missing COMMIT at end of input",
                 text: String::new(),
             });

@@ -2,19 +2,23 @@
 //! renders, applies, and remembers what the kernel holds.
 //!
 //! Partial syncs rewrite only the chains of Services that changed since the last
-//! successful sync, and delete stale chains from our own record of what exists
-//! instead of running `iptables-save` each time (upstream reads the kernel on every
-//! sync of a small cluster). A full sync re-reads the kernel, re-ensures the jump
-//! rules and canaries and rewrites everything. A failed restore leaves the previous
-//! rules in place (each table commits atomically) and forces the next sync to be full.
+//! successful sync, and delete the chains those Services had in the last state and no
+//! longer have, instead of running `iptables-save` each time (upstream reads the
+//! kernel on every sync of a small cluster). A full sync re-reads the kernel,
+//! re-ensures the jump rules and canaries and rewrites everything. A failed restore
+//! leaves the previous rules in place (each table commits atomically) and forces the
+//! next sync to be full.
+//!
+//! The restore input is streamed into `iptables-restore` as it is rendered; nothing
+//! but the last state (shared with the model's snapshot) is kept between syncs.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use kpr_model::FamilyState;
 
 use crate::apply::{ApplyError, Iptables};
 use crate::config::RenderConfig;
-use crate::render::{RenderStats, SyncMode, render};
+use crate::render::{ExistingChains, RenderStats, SyncMode, line_of, render_to, service_chains};
 
 /// What one sync did.
 #[derive(Clone, Debug, Default)]
@@ -39,7 +43,6 @@ pub struct FamilyProxier {
     ipt: Iptables,
     config: RenderConfig,
     last: Option<FamilyState>,
-    chains: Option<BTreeSet<String>>,
 }
 
 impl FamilyProxier {
@@ -49,7 +52,6 @@ impl FamilyProxier {
             ipt,
             config,
             last: None,
-            chains: None,
         }
     }
 
@@ -66,41 +68,40 @@ impl FamilyProxier {
     /// Forgets what was applied, so the next sync is full.
     pub fn invalidate(&mut self) {
         self.last = None;
-        self.chains = None;
     }
 
     /// Brings the kernel to `state`. `full` forces a full sync; one also happens when
     /// nothing is known of the kernel (first sync, after a failure).
     pub fn sync(&mut self, state: &FamilyState, full: bool) -> Result<SyncReport, ApplyError> {
-        let full = full || self.last.is_none() || self.chains.is_none();
+        // A partial sync builds on the last state; without one (first sync, after a
+        // failure) the sync is full.
+        let base = if full { None } else { self.last.as_ref() };
+        let full = base.is_none();
         let mut report = SyncReport {
             full,
             ..SyncReport::default()
         };
-        let (existing, changed): (BTreeSet<String>, HashSet<_>) = if full {
-            let ensured = match self.ipt.ensure_jumps_and_canaries() {
-                Ok(e) => e,
-                Err(e) => {
-                    self.invalidate();
-                    return Err(e);
-                }
-            };
-            report.jumps_repaired = ensured.missing;
-            (ensured.nat_chains, HashSet::new())
-        } else {
-            let last = self
-                .last
-                .as_ref()
-                .map(|l| state.changed_since(l))
-                .unwrap_or_default();
-            if last.is_empty() {
-                report.skipped = true;
-                return Ok(report);
+        let (existing, changed): (ExistingChains, HashSet<_>) = match base {
+            None => {
+                let ensured = match self.ipt.ensure_jumps_and_canaries() {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.invalidate();
+                        return Err(e);
+                    }
+                };
+                report.jumps_repaired = ensured.missing;
+                (ensured.nat_chains, HashSet::new())
             }
-            (
-                self.chains.clone().unwrap_or_default(),
-                last.into_iter().collect(),
-            )
+            Some(last) => {
+                let changed: HashSet<_> = state.changed_since(last).into_iter().collect();
+                if changed.is_empty() {
+                    report.skipped = true;
+                    return Ok(report);
+                }
+                // What the changed Services had: the render deletes what they lose.
+                (service_chains(last, &self.config, &changed), changed)
+            }
         };
         let mode = if full {
             SyncMode::Full
@@ -112,15 +113,22 @@ impl FamilyProxier {
         } else {
             changed.len()
         };
-        let rendered = render(state, &self.config, mode, Some(&existing));
-        report.stats = rendered.stats;
-        report.bytes = rendered.text.len();
-        if let Err(e) = self.ipt.restore(&rendered.text) {
+        let config = &self.config;
+        let mut stats = RenderStats::default();
+        let applied = self.ipt.restore_streaming(
+            &mut |out| {
+                stats = render_to(state, config, mode, Some(&existing), out)?;
+                Ok(())
+            },
+            &|n| line_of(state, config, mode, Some(&existing), n),
+        );
+        if let Err(e) = applied {
             self.invalidate();
             return Err(e);
         }
+        report.stats = stats;
+        report.bytes = stats.bytes;
         self.last = Some(state.clone());
-        self.chains = Some(rendered.active_nat_chains);
         Ok(report)
     }
 }

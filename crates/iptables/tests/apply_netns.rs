@@ -7,21 +7,46 @@
 use std::sync::Arc;
 
 use kpr_iptables::apply::{Backend, Iptables};
-use kpr_iptables::exec::{Output, ProcessRunner, Runner};
+use kpr_iptables::exec::{InputWriter, Output, OutputReader, ProcessRunner, Runner};
 use kpr_iptables::proxier::FamilyProxier;
 use kpr_iptables::{LocalDetector, NfacctCounters, RenderConfig};
 use kpr_model::{Change, IpFamily, NamespacedName, Objects, Store};
 use kpr_netns_lab::Netns;
 use kpr_source::{Object, parse_manifest};
 
-/// Runs the tools inside one namespace.
+/// Runs the tools inside one namespace, streaming input and output as the proxy's
+/// own runner does.
 struct InNetns(String);
+
+impl InNetns {
+    fn args<'a>(&'a self, program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut full = vec!["netns", "exec", self.0.as_str(), program];
+        full.extend_from_slice(args);
+        full
+    }
+}
 
 impl Runner for InNetns {
     fn run(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> std::io::Result<Output> {
-        let mut full = vec!["netns", "exec", self.0.as_str(), program];
-        full.extend_from_slice(args);
-        ProcessRunner.run("ip", &full, stdin)
+        ProcessRunner.run("ip", &self.args(program, args), stdin)
+    }
+
+    fn run_writing(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &mut InputWriter<'_>,
+    ) -> std::io::Result<Output> {
+        ProcessRunner.run_writing("ip", &self.args(program, args), input)
+    }
+
+    fn run_reading(
+        &self,
+        program: &str,
+        args: &[&str],
+        output: &mut OutputReader<'_>,
+    ) -> std::io::Result<Output> {
+        ProcessRunner.run_reading("ip", &self.args(program, args), output)
     }
 }
 

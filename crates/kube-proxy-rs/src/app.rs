@@ -53,21 +53,25 @@ pub fn load_snapshot(dir: &Path, node: &str) -> anyhow::Result<(ProxyState, Vec<
     Ok((store.snapshot(), source.reported_lines()))
 }
 
-/// The `--dry-run` output for `config`'s mode, from the manifests in `dir`.
+/// Writes the `--dry-run` output for `config`'s mode, from the manifests in `dir`, to
+/// `out`; returns the problem and allocation lines.
 pub fn dry_run(
     config: &KubeProxyConfiguration,
     dir: &Path,
     host: &dyn Host,
-) -> anyhow::Result<(String, Vec<String>)> {
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Vec<String>> {
     let node = node_name(config, host);
     let (state, notes) = load_snapshot(dir, &node)?;
-    let out = match config.mode() {
+    let text = match config.mode() {
         ProxyMode::Iptables => {
             let configs: Vec<RenderConfig> = IpFamily::ALL
                 .iter()
                 .map(|f| iptables_render_config(config, &state.node, host, &Features::all(), *f))
                 .collect();
-            render_iptables_dry_run(&state, &configs)
+            // Streamed: the ruleset of a large cluster is never held whole.
+            render_iptables_dry_run(&state, &configs, out).context("write the ruleset")?;
+            return Ok(notes);
         }
         ProxyMode::Nftables => {
             let configs: Vec<kpr_nftables::RenderConfig> = IpFamily::ALL
@@ -84,7 +88,9 @@ pub fn dry_run(
             render_ipvs_dry_run(&state, &configs)
         }
     };
-    Ok((out, notes))
+    out.write_all(text.as_bytes())
+        .context("write the ruleset")?;
+    Ok(notes)
 }
 
 fn iptables_for(family: IpFamily, runner: Arc<dyn Runner>) -> Iptables {

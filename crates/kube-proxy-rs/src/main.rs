@@ -2,6 +2,7 @@
 //! or one of the operator tools (`show`, `check`).
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -146,12 +147,13 @@ fn main() -> ExitCode {
             eprintln!("--dry-run needs --manifests DIR (it prints the rules for those objects)");
             return ExitCode::from(1);
         };
-        return match app::dry_run(&config, &dir, host.as_ref()) {
-            Ok((out, _notes)) => {
-                // Problems and allocations were logged (stderr) while reading.
-                print!("{out}");
-                ExitCode::SUCCESS
-            }
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let written = app::dry_run(&config, &dir, host.as_ref(), &mut out)
+            .and_then(|notes| out.flush().map(|()| notes).map_err(Into::into));
+        return match written {
+            // Problems and allocations were logged (stderr) while reading.
+            Ok(_notes) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e:#}");
                 ExitCode::from(1)

@@ -50,7 +50,7 @@ impl ManifestSource {
     pub fn reload(&mut self, store: &mut Store) -> Result<Reload, kpr_source::SourceError> {
         let set = kpr_source::load_dir(&self.dir)?;
         let mut lines: Vec<String> = set.problems.iter().map(ToString::to_string).collect();
-        for p in store.replace_all(&set.objects) {
+        for p in store.replace_all_owned(set.objects) {
             let origin = set
                 .origins
                 .get(&format!("{} {}", p.kind.as_str(), p.object))

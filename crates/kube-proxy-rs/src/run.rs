@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use kpr_kube_source::{ChangeBatch, SourceError, SourceEvent};
-use kpr_model::{Change, ProxyState, Store};
+use kpr_model::{ObjectKind, ProxyState, Store};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{error, info, info_span, warn};
@@ -146,9 +146,9 @@ impl Pending {
 fn apply_batch(store: &mut Store, batch: ChangeBatch) -> (usize, usize) {
     let (mut services, mut endpoints) = (0, 0);
     for change in batch.changes {
-        match &change {
-            Change::ServiceUpsert(_) | Change::ServiceDelete(_) => services += 1,
-            Change::SliceUpsert(_) | Change::SliceDelete(_) => endpoints += 1,
+        match change.kind() {
+            ObjectKind::Service => services += 1,
+            ObjectKind::EndpointSlice => endpoints += 1,
             _ => {}
         }
         for p in store.apply(change) {

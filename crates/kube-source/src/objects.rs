@@ -155,7 +155,10 @@ pub(crate) fn key_of(meta: &ObjectMeta) -> NamespacedName {
     )
 }
 
-/// Turns what the watcher delivered into a [`Seen`].
+/// Turns what the watcher delivered into a [`Seen`]. Services, EndpointSlices and
+/// Endpoints are converted into the model's form at once: an initial list of 50,000
+/// EndpointSlices is held until it is complete, and the API objects are five times
+/// the size of what the model keeps of them.
 pub(crate) fn see<K: Watched>(guarded: Lenient<K>) -> Seen {
     match guarded.0 {
         Ok(mut object) => {
@@ -163,13 +166,17 @@ pub(crate) fn see<K: Watched>(guarded: Lenient<K>) -> Seen {
             let key = key_of(object.meta());
             let resource_version = object.resource_version().unwrap_or_default();
             let trigger = object.trigger();
+            let change = match object.into_change().converted() {
+                Change::Converted(mut converted) => {
+                    converted.set_resource_version(resource_version.clone());
+                    Change::Converted(converted)
+                }
+                other => other,
+            };
             Seen {
                 key,
                 resource_version,
-                decoded: Ok(Decoded {
-                    change: object.into_change(),
-                    trigger,
-                }),
+                decoded: Ok(Decoded { change, trigger }),
             }
         }
         Err(invalid) => Seen {
@@ -234,17 +241,21 @@ mod tests {
                 .as_ref()
                 .is_some_and(|m: &Vec<ManagedFieldsEntry>| !m.is_empty())
         );
+        let mut slimmed = slice.clone();
+        slimmed.slim();
+        assert_eq!(slimmed.metadata.managed_fields, None);
+        let annotations = slimmed.metadata.annotations.unwrap();
+        assert!(annotations.contains_key(LAST_CHANGE_TRIGGER_TIME));
+        assert!(!annotations.contains_key(LAST_APPLIED));
         let seen = see(Lenient(Ok(slice)));
         assert_eq!(seen.key, NamespacedName::new("ns", "web-abc"));
         assert_eq!(seen.resource_version, "7");
         let decoded = seen.decoded.unwrap();
-        let Change::SliceUpsert(slice) = decoded.change else {
-            panic!("not a slice upsert")
+        let Change::Converted(converted) = decoded.change else {
+            panic!("not converted")
         };
-        assert_eq!(slice.metadata.managed_fields, None);
-        let annotations = slice.metadata.annotations.unwrap();
-        assert!(annotations.contains_key(LAST_CHANGE_TRIGGER_TIME));
-        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(converted.key(), &NamespacedName::new("ns", "web-abc"));
+        assert_eq!(converted.resource_version(), "7");
         let (service, at) = decoded.trigger.unwrap();
         assert_eq!(service, NamespacedName::new("ns", "web"));
         assert_eq!(Some(at), parse_trigger_time("2026-01-02T03:04:05Z"));

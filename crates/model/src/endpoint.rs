@@ -8,9 +8,11 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1 as discovery;
 
+use crate::intern::intern;
 use crate::ip::parse_ip_sloppy;
 use crate::name::{IpFamily, NamespacedName, Protocol, join_host_port};
 use crate::problem::{ObjectKind, Problem};
@@ -18,7 +20,27 @@ use crate::problem::{ObjectKind, Problem};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// One endpoint address of one slice, before it is matched to Service ports.
+/// An endpoint's topology hints, shared by the slice and every Service port's copy of
+/// the endpoint (most endpoints have none: then there is no allocation at all).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// `hints.forZones[].name`.
+    pub zones: BTreeSet<String>,
+    /// `hints.forNodes[].name`.
+    pub nodes: BTreeSet<String>,
+}
+
+impl Hints {
+    /// Hints for these zones and nodes, or `None` when both are empty.
+    pub fn new(zones: BTreeSet<String>, nodes: BTreeSet<String>) -> Option<Arc<Hints>> {
+        (!zones.is_empty() || !nodes.is_empty()).then(|| Arc::new(Hints { zones, nodes }))
+    }
+}
+
+static NO_HINTS: BTreeSet<String> = BTreeSet::new();
+
+/// One endpoint address of one slice, before it is matched to Service ports. Kept
+/// small (48 bytes): there is one per endpoint of every slice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SliceEndpoint {
     /// The endpoint's (first) address.
@@ -29,12 +51,10 @@ pub struct SliceEndpoint {
     pub serving: bool,
     /// `conditions.terminating` (unset means not terminating).
     pub terminating: bool,
-    /// `nodeName`, if set.
-    pub node_name: Option<String>,
-    /// `hints.forZones[].name`; empty means no zone hints.
-    pub zone_hints: BTreeSet<String>,
-    /// `hints.forNodes[].name`; empty means no node hints.
-    pub node_hints: BTreeSet<String>,
+    /// `nodeName`, if set (one shared copy per node: [`crate::intern`]).
+    pub node_name: Option<Arc<str>>,
+    /// Topology hints, if any.
+    pub hints: Option<Arc<Hints>>,
 }
 
 /// One port of one slice.
@@ -63,7 +83,8 @@ pub struct SliceInfo {
     pub endpoints: Vec<SliceEndpoint>,
 }
 
-/// One endpoint of one Service port, as data planes see it.
+/// One endpoint of one Service port, as data planes see it (32 bytes: the snapshot
+/// holds one per endpoint of every Service port).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     /// Address.
@@ -78,13 +99,21 @@ pub struct Endpoint {
     pub terminating: bool,
     /// Runs on this node.
     pub is_local: bool,
-    /// Zone hints (empty: none).
-    pub zone_hints: BTreeSet<String>,
-    /// Node hints (empty: none).
-    pub node_hints: BTreeSet<String>,
+    /// Topology hints, if any.
+    pub hints: Option<Arc<Hints>>,
 }
 
 impl Endpoint {
+    /// Zone hints (empty: none).
+    pub fn zone_hints(&self) -> &BTreeSet<String> {
+        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.zones)
+    }
+
+    /// Node hints (empty: none).
+    pub fn node_hints(&self) -> &BTreeSet<String> {
+        self.hints.as_ref().map_or(&NO_HINTS, |h| &h.nodes)
+    }
+
     /// `ip:port` (or `[ip]:port`), upstream's `Endpoint.String()`, which feeds chain
     /// names and comments.
     pub fn addr(&self) -> String {
@@ -221,15 +250,17 @@ pub fn convert_slice(
             ready: conditions.and_then(|c| c.ready).unwrap_or(true),
             serving: conditions.and_then(|c| c.serving).unwrap_or(true),
             terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
-            node_name: ep.node_name.clone(),
-            zone_hints: hints
-                .and_then(|h| h.for_zones.as_ref())
-                .map(|z| z.iter().map(|z| z.name.clone()).collect())
-                .unwrap_or_default(),
-            node_hints: hints
-                .and_then(|h| h.for_nodes.as_ref())
-                .map(|n| n.iter().map(|n| n.name.clone()).collect())
-                .unwrap_or_default(),
+            node_name: ep.node_name.as_deref().map(intern),
+            hints: Hints::new(
+                hints
+                    .and_then(|h| h.for_zones.as_ref())
+                    .map(|z| z.iter().map(|z| z.name.clone()).collect())
+                    .unwrap_or_default(),
+                hints
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .map(|n| n.iter().map(|n| n.name.clone()).collect())
+                    .unwrap_or_default(),
+            ),
         });
     }
 
@@ -270,8 +301,7 @@ pub fn endpoints_for_port<'a>(
                     serving: ep.serving,
                     terminating: ep.terminating,
                     is_local,
-                    zone_hints: ep.zone_hints.clone(),
-                    node_hints: ep.node_hints.clone(),
+                    hints: ep.hints.clone(),
                 };
                 let key = endpoint.addr();
                 match by_addr.get(&key) {

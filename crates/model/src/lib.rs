@@ -11,7 +11,9 @@
 //! nftables or IPVS. Data planes render from [`ProxyState`] and never look at
 //! Kubernetes objects.
 
+pub mod change;
 pub mod endpoint;
+pub mod intern;
 pub mod ip;
 pub mod local;
 pub mod mirror;
@@ -25,6 +27,7 @@ pub mod store;
 pub mod topology;
 pub mod view;
 
+pub use change::{Change, Converted, Objects};
 pub use endpoint::Endpoint;
 pub use local::{LocalDetector, NodePortAddresses};
 pub use name::{IpFamily, NamespacedName, Protocol, ServicePortName, join_host_port};
@@ -32,4 +35,4 @@ pub use node::NodeInfo;
 pub use problem::{ObjectKind, Problem};
 pub use service::{ServicePortInfo, SessionAffinity};
 pub use state::{FamilyState, ProxyState, Route, ServicePortState, ServiceState, Traffic};
-pub use store::{Change, Objects, Store};
+pub use store::Store;

@@ -8,11 +8,10 @@
 //! ones (only the `ready` condition is set, as the controller does); ports keep their
 //! names and protocols.
 
-use std::collections::BTreeSet;
-
 use k8s_openapi::api::core::v1 as core;
 
 use crate::endpoint::{SliceEndpoint, SliceInfo, SlicePort};
+use crate::intern::intern;
 use crate::ip::parse_ip_sloppy;
 use crate::name::{IpFamily, NamespacedName, Protocol};
 use crate::problem::{ObjectKind, Problem};
@@ -131,9 +130,8 @@ pub fn mirror_endpoints(eps: &core::Endpoints, problems: &mut Vec<Problem>) -> V
                     // unset `terminating` as false.
                     serving: true,
                     terminating: false,
-                    node_name: a.node_name.clone(),
-                    zone_hints: BTreeSet::new(),
-                    node_hints: BTreeSet::new(),
+                    node_name: a.node_name.as_deref().map(intern),
+                    hints: None,
                 });
             }
         }

@@ -11,63 +11,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
-use k8s_openapi::api::networking::v1 as networking;
 
-use crate::endpoint::{SliceInfo, convert_slice, endpoints_for_port};
-use crate::mirror::mirror_endpoints;
+use crate::change::ConvertedObject;
+pub use crate::change::{Change, Converted, HEADLESS_LABEL, Objects, SERVICE_PROXY_NAME_LABEL};
+use crate::endpoint::{SliceInfo, endpoints_for_port};
 use crate::name::{IpFamily, NamespacedName};
 use crate::node::NodeInfo;
 use crate::problem::{ObjectKind, Problem};
-use crate::service::{ServiceConversion, ServiceInfo, convert_service, service_name};
+use crate::service::ServiceInfo;
 use crate::service_cidr::convert_service_cidr;
 use crate::state::{FamilyState, ProxyState, ServicePortState, ServiceState};
 use crate::topology::{NodeTopology, categorize};
-
-/// Services or EndpointSlices carrying this label belong to another proxy.
-pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
-/// Services or EndpointSlices carrying this label are headless: nothing to proxy.
-pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
-
-/// One object added, updated or deleted.
-#[derive(Clone, Debug)]
-pub enum Change {
-    /// A Service was added or updated.
-    ServiceUpsert(Box<core::Service>),
-    /// A Service was deleted.
-    ServiceDelete(NamespacedName),
-    /// An EndpointSlice was added or updated.
-    SliceUpsert(Box<discovery::EndpointSlice>),
-    /// An EndpointSlice (by namespace/slice-name) was deleted.
-    SliceDelete(NamespacedName),
-    /// A v1 Endpoints was added or updated (it is mirrored into slices).
-    EndpointsUpsert(Box<core::Endpoints>),
-    /// A v1 Endpoints was deleted.
-    EndpointsDelete(NamespacedName),
-    /// A Node was added or updated (only this node's object is used).
-    NodeUpsert(Box<core::Node>),
-    /// A Node (by name) was deleted.
-    NodeDelete(String),
-    /// A ServiceCIDR was added or updated.
-    ServiceCidrUpsert(Box<networking::ServiceCIDR>),
-    /// A ServiceCIDR (by name) was deleted.
-    ServiceCidrDelete(String),
-}
-
-/// A complete set of objects, as a manifest directory holds them.
-#[derive(Clone, Debug, Default)]
-pub struct Objects {
-    /// Services.
-    pub services: Vec<core::Service>,
-    /// EndpointSlices.
-    pub slices: Vec<discovery::EndpointSlice>,
-    /// v1 Endpoints.
-    pub endpoints: Vec<core::Endpoints>,
-    /// Nodes.
-    pub nodes: Vec<core::Node>,
-    /// ServiceCIDRs.
-    pub service_cidrs: Vec<networking::ServiceCIDR>,
-}
 
 /// Holds the converted objects and produces [`ProxyState`] snapshots.
 #[derive(Debug)]
@@ -80,23 +34,6 @@ pub struct Store {
     dirty: HashSet<NamespacedName>,
     resolved: [Arc<BTreeMap<NamespacedName, Arc<ServiceState>>>; 2],
     service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
-}
-
-fn owned_by_other_proxy(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
-    meta.labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL) || l.contains_key(HEADLESS_LABEL))
-}
-
-fn slice_key(slice: &discovery::EndpointSlice) -> NamespacedName {
-    NamespacedName::new(
-        slice
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_string()),
-        slice.metadata.name.clone().unwrap_or_default(),
-    )
 }
 
 impl Store {
@@ -139,25 +76,18 @@ impl Store {
     pub fn apply(&mut self, change: Change) -> Vec<Problem> {
         let mut problems = Vec::new();
         match change {
-            Change::ServiceUpsert(svc) => self.upsert_service(&svc, &mut problems),
-            Change::ServiceDelete(name) => {
-                if self.services.remove(&name).is_some() {
-                    self.dirty.insert(name);
-                }
+            Change::ServiceUpsert(svc) => {
+                problems = self.apply_converted(Converted::service(&svc));
             }
-            Change::SliceUpsert(slice) => self.upsert_slice(&slice, &mut problems),
-            Change::SliceDelete(key) => self.remove_slice(&key),
+            Change::SliceUpsert(slice) => {
+                problems = self.apply_converted(Converted::slice(&slice));
+            }
             Change::EndpointsUpsert(eps) => {
-                let key = NamespacedName::new(
-                    eps.metadata
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| "default".to_string()),
-                    eps.metadata.name.clone().unwrap_or_default(),
-                );
-                let slices = mirror_endpoints(&eps, &mut problems);
-                self.set_mirrored(key, slices);
+                problems = self.apply_converted(Converted::endpoints(&eps));
             }
+            Change::Converted(converted) => problems = self.apply_converted(*converted),
+            Change::ServiceDelete(name) => self.set_service(name, None),
+            Change::SliceDelete(key) => self.remove_slice(&key),
             Change::EndpointsDelete(key) => self.set_mirrored(key, Vec::new()),
             Change::NodeUpsert(node) => self.upsert_node(&node, &mut problems),
             Change::ServiceCidrUpsert(obj) => {
@@ -183,57 +113,65 @@ impl Store {
         problems
     }
 
+    /// Stores a converted object; returns the problems found converting it.
+    fn apply_converted(&mut self, converted: Converted) -> Vec<Problem> {
+        match converted.object {
+            ConvertedObject::Service(name, info) => self.set_service(name, info),
+            ConvertedObject::Slice(key, Some(info)) => self.upsert_slice(key, info),
+            ConvertedObject::Slice(key, None) => self.remove_slice(&key),
+            ConvertedObject::Endpoints(key, slices) => self.set_mirrored(key, slices),
+        }
+        converted.problems
+    }
+
     /// Replaces everything with `objects` (a full re-list), marking only the Services
     /// whose converted form actually changed.
     pub fn replace_all(&mut self, objects: &Objects) -> Vec<Problem> {
+        self.replace(objects, objects.converted.iter().cloned())
+    }
+
+    /// [`Store::replace_all`], moving the converted objects into the store instead of
+    /// copying them.
+    pub fn replace_all_owned(&mut self, mut objects: Objects) -> Vec<Problem> {
+        let converted = std::mem::take(&mut objects.converted);
+        self.replace(&objects, converted.into_iter())
+    }
+
+    fn replace(
+        &mut self,
+        objects: &Objects,
+        converted: impl Iterator<Item = Converted>,
+    ) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut seen_services = HashSet::new();
-        for svc in &objects.services {
-            seen_services.insert(service_name(svc));
-            self.upsert_service(svc, &mut problems);
+        let mut seen: [HashSet<NamespacedName>; 3] = Default::default();
+        let raw = (objects.services.iter().map(Converted::service))
+            .chain(objects.slices.iter().map(Converted::slice))
+            .chain(objects.endpoints.iter().map(Converted::endpoints));
+        for object in raw.chain(converted) {
+            let kind = match object.kind() {
+                ObjectKind::Service => 0,
+                ObjectKind::EndpointSlice => 1,
+                _ => 2,
+            };
+            seen[kind].insert(object.key().clone());
+            problems.extend(self.apply_converted(object));
         }
-        let stale: Vec<_> = self
-            .services
-            .keys()
+        let [seen_services, seen_slices, seen_endpoints] = &seen;
+        let stale: Vec<_> = (self.services.keys())
             .filter(|k| !seen_services.contains(*k))
             .cloned()
             .collect();
         for name in stale {
-            self.services.remove(&name);
-            self.dirty.insert(name);
+            self.set_service(name, None);
         }
-
-        let mut seen_slices = HashSet::new();
-        for slice in &objects.slices {
-            seen_slices.insert(slice_key(slice));
-            self.upsert_slice(slice, &mut problems);
-        }
-        let stale: Vec<_> = self
-            .slices
-            .keys()
+        let stale: Vec<_> = (self.slices.keys())
             .filter(|k| !seen_slices.contains(*k))
             .cloned()
             .collect();
         for key in stale {
             self.remove_slice(&key);
         }
-
-        let mut seen_endpoints = HashSet::new();
-        for eps in &objects.endpoints {
-            let key = NamespacedName::new(
-                eps.metadata
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".to_string()),
-                eps.metadata.name.clone().unwrap_or_default(),
-            );
-            let slices = mirror_endpoints(eps, &mut problems);
-            seen_endpoints.insert(key.clone());
-            self.set_mirrored(key, slices);
-        }
-        let stale: Vec<_> = self
-            .mirrored
-            .keys()
+        let stale: Vec<_> = (self.mirrored.keys())
             .filter(|k| !seen_endpoints.contains(*k))
             .cloned()
             .collect();
@@ -261,17 +199,9 @@ impl Store {
         problems
     }
 
-    fn upsert_service(&mut self, svc: &core::Service, problems: &mut Vec<Problem>) {
-        let name = service_name(svc);
-        let converted = if owned_by_other_proxy(&svc.metadata) {
-            None
-        } else {
-            match convert_service(svc, problems) {
-                Some(ServiceConversion::Proxied(info)) => Some(info),
-                Some(ServiceConversion::NotProxied(..)) | None => None,
-            }
-        };
-        match converted {
+    /// Stores (or, with `None`, removes) a Service's converted form.
+    fn set_service(&mut self, name: NamespacedName, info: Option<ServiceInfo>) {
+        match info {
             Some(info) => {
                 if self.services.get(&name) != Some(&info) {
                     self.services.insert(name.clone(), info);
@@ -286,34 +216,23 @@ impl Store {
         }
     }
 
-    fn upsert_slice(&mut self, slice: &discovery::EndpointSlice, problems: &mut Vec<Problem>) {
-        let key = slice_key(slice);
-        let converted = if owned_by_other_proxy(&slice.metadata) {
-            None
-        } else {
-            convert_slice(slice, problems)
-        };
-        match converted {
-            Some(info) => {
-                if self.slices.get(&key) == Some(&info) {
-                    return;
-                }
-                // The slice may have moved to another Service (label change).
-                if let Some(old) = self.slices.get(&key)
-                    && old.service != info.service
-                {
-                    let old_service = old.service.clone();
-                    self.unlink_slice(&old_service, &key.name);
-                }
-                self.slices_by_service
-                    .entry(info.service.clone())
-                    .or_default()
-                    .insert(key.name.clone());
-                self.dirty.insert(info.service.clone());
-                self.slices.insert(key, info);
-            }
-            None => self.remove_slice(&key),
+    fn upsert_slice(&mut self, key: NamespacedName, info: SliceInfo) {
+        if self.slices.get(&key) == Some(&info) {
+            return;
         }
+        // The slice may have moved to another Service (label change).
+        if let Some(old) = self.slices.get(&key)
+            && old.service != info.service
+        {
+            let old_service = old.service.clone();
+            self.unlink_slice(&old_service, &key.name);
+        }
+        self.slices_by_service
+            .entry(info.service.clone())
+            .or_default()
+            .insert(key.name.clone());
+        self.dirty.insert(info.service.clone());
+        self.slices.insert(key, info);
     }
 
     fn remove_slice(&mut self, key: &NamespacedName) {

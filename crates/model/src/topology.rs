@@ -65,14 +65,14 @@ fn topology_mode(endpoints: &[Endpoint], node: NodeTopology<'_>) -> TopologyMode
     let mut all_zone_hints = true;
     let mut has_for_zone = false;
     for ep in endpoints.iter().filter(|ep| ep.ready) {
-        if ep.zone_hints.is_empty() {
+        if ep.zone_hints().is_empty() {
             all_zone_hints = false;
-        } else if node.zone.is_some_and(|z| ep.zone_hints.contains(z)) {
+        } else if node.zone.is_some_and(|z| ep.zone_hints().contains(z)) {
             has_for_zone = true;
         }
-        if ep.node_hints.is_empty() {
+        if ep.node_hints().is_empty() {
             all_node_hints = false;
-        } else if ep.node_hints.contains(node.node_name) {
+        } else if ep.node_hints().contains(node.node_name) {
             has_for_node = true;
         }
     }
@@ -88,8 +88,8 @@ fn topology_mode(endpoints: &[Endpoint], node: NodeTopology<'_>) -> TopologyMode
 fn available_for_topology(ep: &Endpoint, mode: TopologyMode, node: NodeTopology<'_>) -> bool {
     match mode {
         TopologyMode::None => true,
-        TopologyMode::Node => ep.node_hints.contains(node.node_name),
-        TopologyMode::Zone => node.zone.is_some_and(|z| ep.zone_hints.contains(z)),
+        TopologyMode::Node => ep.node_hints().contains(node.node_name),
+        TopologyMode::Zone => node.zone.is_some_and(|z| ep.zone_hints().contains(z)),
     }
 }
 

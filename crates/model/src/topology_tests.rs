@@ -1,4 +1,5 @@
 use super::*;
+use crate::endpoint::Hints;
 use crate::name::{NamespacedName, Protocol, ServicePortName};
 use crate::service::SessionAffinity;
 use std::collections::BTreeSet;
@@ -38,8 +39,10 @@ fn ep(
         serving,
         terminating,
         is_local: local,
-        zone_hints: zones.iter().map(|z| z.to_string()).collect(),
-        node_hints: BTreeSet::new(),
+        hints: Hints::new(
+            zones.iter().map(|z| z.to_string()).collect(),
+            BTreeSet::new(),
+        ),
     }
 }
 

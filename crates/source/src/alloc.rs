@@ -53,15 +53,18 @@ fn usable_hosts(net: &IpNet) -> u128 {
     size.saturating_sub(3)
 }
 
-/// Fills in missing ClusterIPs and NodePorts of `services` in place. `cidrs` are the
-/// ServiceCIDRs (first of each family is used; without one, kubeadm's default
-/// 10.96.0.0/12). Returns one line per allocation.
-pub fn allocate(services: &mut [core::Service], cidrs: &[IpNet]) -> Vec<String> {
-    let mut notes = Vec::new();
-    let mut used_ips: HashSet<IpAddr> = HashSet::new();
-    let mut used_ports: HashSet<u16> = HashSet::new();
-    for svc in services.iter() {
-        let Some(spec) = &svc.spec else { continue };
+/// What Services already hold: the addresses and ports allocation must avoid (lists:
+/// one is kept per Service while a directory is read).
+#[derive(Clone, Debug, Default)]
+pub struct Taken {
+    ips: Vec<IpAddr>,
+    ports: Vec<u16>,
+}
+
+impl Taken {
+    /// Adds what `svc` holds.
+    pub fn add(&mut self, svc: &core::Service) {
+        let Some(spec) = &svc.spec else { return };
         for ip in spec
             .cluster_ips
             .iter()
@@ -69,21 +72,90 @@ pub fn allocate(services: &mut [core::Service], cidrs: &[IpNet]) -> Vec<String> 
             .chain(spec.cluster_ip.iter())
         {
             if let Ok(ip) = ip.parse() {
-                used_ips.insert(ip);
+                self.ips.push(ip);
             }
         }
         for p in spec.ports.iter().flatten() {
             if let Some(np) = p.node_port.and_then(|p| u16::try_from(p).ok()) {
-                used_ports.insert(np);
+                self.ports.push(np);
             }
         }
         if let Some(hc) = spec
             .health_check_node_port
             .and_then(|p| u16::try_from(p).ok())
         {
-            used_ports.insert(hc);
+            self.ports.push(hc);
         }
     }
+
+    /// Adds everything `other` holds.
+    pub fn extend(&mut self, other: Taken) {
+        self.ips.extend(other.ips);
+        self.ports.extend(other.ports);
+    }
+}
+
+fn service_type(spec: &core::ServiceSpec) -> &str {
+    spec.type_.as_deref().unwrap_or("ClusterIP")
+}
+
+fn missing_cluster_ip(spec: &core::ServiceSpec) -> bool {
+    !(spec.cluster_ip.as_deref().is_some_and(|s| !s.is_empty())
+        || spec.cluster_ips.as_ref().is_some_and(|v| !v.is_empty()))
+}
+
+fn wants_node_ports(spec: &core::ServiceSpec) -> bool {
+    match service_type(spec) {
+        "NodePort" => true,
+        "LoadBalancer" => spec.allocate_load_balancer_node_ports != Some(false),
+        _ => false,
+    }
+}
+
+fn missing_health_check_port(spec: &core::ServiceSpec) -> bool {
+    service_type(spec) == "LoadBalancer"
+        && spec.external_traffic_policy.as_deref() == Some("Local")
+        && spec.health_check_node_port.unwrap_or(0) == 0
+}
+
+/// True if [`allocate`] would fill something in for `svc` (given free addresses).
+pub fn needs_allocation(svc: &core::Service) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    service_type(spec) != "ExternalName"
+        && (missing_cluster_ip(spec)
+            || (wants_node_ports(spec)
+                && spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .any(|p| p.node_port.unwrap_or(0) == 0))
+            || missing_health_check_port(spec))
+}
+
+/// Fills in missing ClusterIPs and NodePorts of `services` in place. `cidrs` are the
+/// ServiceCIDRs (first of each family is used; without one, kubeadm's default
+/// 10.96.0.0/12). Returns one line per allocation.
+pub fn allocate(services: &mut [core::Service], cidrs: &[IpNet]) -> Vec<String> {
+    let mut taken = Taken::default();
+    for svc in services.iter() {
+        taken.add(svc);
+    }
+    allocate_avoiding(services, taken, cidrs)
+}
+
+/// [`allocate`], avoiding what `taken` holds besides what `services` hold (the
+/// Services that needed nothing and were not kept).
+pub fn allocate_avoiding(
+    services: &mut [core::Service],
+    mut taken: Taken,
+    cidrs: &[IpNet],
+) -> Vec<String> {
+    for svc in services.iter() {
+        taken.add(svc);
+    }
+    let mut notes = Vec::new();
+    let mut used_ips: HashSet<IpAddr> = taken.ips.into_iter().collect();
+    let mut used_ports: HashSet<u16> = taken.ports.into_iter().collect();
     let default_cidr = IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12));
     let v4 = cidrs
         .iter()
@@ -101,13 +173,10 @@ pub fn allocate(services: &mut [core::Service], cidrs: &[IpNet]) -> Vec<String> 
         let Some(spec) = svc.spec.as_mut() else {
             continue;
         };
-        let svc_type = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
-        if svc_type == "ExternalName" {
+        if service_type(spec) == "ExternalName" {
             continue;
         }
-        let has_ip = spec.cluster_ip.as_deref().is_some_and(|s| !s.is_empty())
-            || spec.cluster_ips.as_ref().is_some_and(|v| !v.is_empty());
-        if !has_ip {
+        if missing_cluster_ip(spec) {
             let wants_v6_only = spec
                 .ip_families
                 .as_ref()
@@ -132,11 +201,7 @@ pub fn allocate(services: &mut [core::Service], cidrs: &[IpNet]) -> Vec<String> 
                 ));
             }
         }
-        let needs_node_ports = match svc_type.as_str() {
-            "NodePort" => true,
-            "LoadBalancer" => spec.allocate_load_balancer_node_ports != Some(false),
-            _ => false,
-        };
+        let needs_node_ports = wants_node_ports(spec);
         let next_port = |seed: &str, used: &mut HashSet<u16>| -> Option<u16> {
             let span = u64::from(NODE_PORT_RANGE.end() - NODE_PORT_RANGE.start()) + 1;
             let start = stable_hash(seed) % span;
@@ -156,10 +221,7 @@ pub fn allocate(services: &mut [core::Service], cidrs: &[IpNet]) -> Vec<String> 
                 }
             }
         }
-        let etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
-        if svc_type == "LoadBalancer"
-            && etp_local
-            && spec.health_check_node_port.unwrap_or(0) == 0
+        if missing_health_check_port(spec)
             && let Some(p) = next_port(&format!("{name}#healthcheck"), &mut used_ports)
         {
             spec.health_check_node_port = Some(i32::from(p));
@@ -199,6 +261,55 @@ mod tests {
         let mut b = vec![svc("prod", "my-service", "NodePort", None)];
         allocate(&mut b, &[cidr]);
         assert_eq!(b[0].spec, a[0].spec, "same input, same allocation");
+    }
+
+    /// Exactly the Services allocation changes need it.
+    #[test]
+    fn needs_allocation_matches_allocate() {
+        let cidr: IpNet = "10.96.0.0/16".parse().unwrap();
+        let cases = [
+            svc("ns", "a", "ClusterIP", None),
+            svc("ns", "b", "ClusterIP", Some("10.96.0.9")),
+            svc("ns", "c", "NodePort", Some("10.96.0.10")),
+            svc("ns", "d", "ExternalName", None),
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "ns", "name": "e"},
+                "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.11",
+                         "externalTrafficPolicy": "Local",
+                         "ports": [{"port": 80, "nodePort": 30001}]}
+            }))
+            .unwrap(),
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "ns", "name": "f"},
+                "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.12",
+                         "ports": [{"port": 80, "nodePort": 30002}]}
+            }))
+            .unwrap(),
+        ];
+        for case in cases {
+            let mut copy = vec![case.clone()];
+            let changed = !allocate(&mut copy, &[cidr]).is_empty();
+            assert_eq!(needs_allocation(&case), changed, "{:?}", case.metadata.name);
+        }
+    }
+
+    /// What `taken` holds is avoided as if its Services were in the list.
+    #[test]
+    fn taken_addresses_are_avoided() {
+        let cidr: IpNet = "10.96.0.0/29".parse().unwrap();
+        let mut all: Vec<_> = (0..5)
+            .map(|i| svc("ns", &format!("s{i}"), "ClusterIP", None))
+            .collect();
+        allocate(&mut all, &[cidr]);
+        let mut taken = Taken::default();
+        for s in &all[..3] {
+            taken.add(s);
+        }
+        let mut rest: Vec<_> = (3..5)
+            .map(|i| svc("ns", &format!("s{i}"), "ClusterIP", None))
+            .collect();
+        allocate_avoiding(&mut rest, taken, &[cidr]);
+        assert_eq!(rest[..], all[3..], "same as allocating all together");
     }
 
     /// Allocation never reuses an address that a Service already holds.

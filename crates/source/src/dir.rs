@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use kpr_model::Objects;
+use kpr_model::{Converted, Objects};
 
-use crate::alloc::allocate;
-use crate::manifest::{Object, parse_manifest};
+use crate::alloc::{Taken, allocate_avoiding, needs_allocation};
+use crate::manifest::{Object, parse_manifest_each};
 use crate::problem::SourceProblem;
 
 /// Errors that stop a directory from being read at all.
@@ -40,6 +40,13 @@ pub struct ManifestSet {
     pub origins: HashMap<String, String>,
     /// Manifest files read.
     pub files: usize,
+}
+
+/// An object read: as decoded, or already converted (EndpointSlices, Endpoints, and
+/// Services that need no allocation, with what they hold).
+enum Entry {
+    Object(Object),
+    Converted(Box<Converted>, Option<Taken>),
 }
 
 /// True for files the directory source reads: `*.yaml`, `*.yml`, `*.json`, not hidden.
@@ -75,7 +82,7 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
     // Later definitions of the same object replace earlier ones, as `kubectl apply`
     // of the directory would; the duplicate is reported.
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut objects: Vec<(String, Object)> = Vec::new();
+    let mut objects: Vec<(String, Entry)> = Vec::new();
     for path in &files {
         let origin = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
@@ -90,9 +97,11 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
             }
         };
         set.files += 1;
-        let parsed = parse_manifest(&text, &origin);
-        set.problems.extend(parsed.problems);
-        for located in parsed.objects {
+        // Each object is taken as it is decoded (EndpointSlices and Endpoints
+        // converted at once), so a file is never held decoded whole.
+        let problems = &mut set.problems;
+        let origins = &mut set.origins;
+        let parsed = parse_manifest_each(&text, &origin, &mut |located| {
             let (kind, meta) = match &located.object {
                 Object::Service(o) => ("Service", &o.metadata),
                 Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
@@ -107,8 +116,20 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
                 Some(d) => format!("{} (document {d})", located.file),
                 None => located.file.clone(),
             };
+            let entry = match located.object {
+                Object::EndpointSlice(s) => Entry::Converted(Box::new(Converted::slice(&s)), None),
+                Object::Endpoints(e) => Entry::Converted(Box::new(Converted::endpoints(&e)), None),
+                // A Service needing no allocation is kept converted too, with what
+                // it holds (allocation for the others must avoid it).
+                Object::Service(s) if !needs_allocation(&s) => {
+                    let mut taken = Taken::default();
+                    taken.add(&s);
+                    Entry::Converted(Box::new(Converted::service(&s)), Some(taken))
+                }
+                other => Entry::Object(other),
+            };
             if let Some(&i) = index.get(&k) {
-                set.problems.push(SourceProblem::new(
+                problems.push(SourceProblem::new(
                     &located.file,
                     located.document,
                     format!(
@@ -116,16 +137,28 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
                         objects[i].0
                     ),
                 ));
-                objects[i] = (place.clone(), located.object);
+                objects[i] = (place.clone(), entry);
             } else {
                 index.insert(k.clone(), objects.len());
-                objects.push((place.clone(), located.object));
+                objects.push((place.clone(), entry));
             }
-            set.origins.insert(k, place);
-        }
+            origins.insert(k, place);
+        });
+        // Drop the text before the next file is read.
+        drop(text);
+        set.problems.extend(parsed.problems);
     }
 
-    for (_, object) in objects {
+    let mut taken = Taken::default();
+    for (_, entry) in objects {
+        let object = match entry {
+            Entry::Converted(c, held) => {
+                taken.extend(held.unwrap_or_default());
+                set.objects.converted.push(*c);
+                continue;
+            }
+            Entry::Object(object) => object,
+        };
         match object {
             Object::Service(s) => set.objects.services.push(*s),
             Object::EndpointSlice(s) => set.objects.slices.push(*s),
@@ -143,6 +176,6 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
             }
         }
     }
-    set.allocations = allocate(&mut set.objects.services, &set.service_cidrs);
+    set.allocations = allocate_avoiding(&mut set.objects.services, taken, &set.service_cidrs);
     Ok(set)
 }

@@ -12,6 +12,6 @@ pub mod problem;
 pub mod watch;
 
 pub use dir::{ManifestSet, SourceError, load_dir};
-pub use manifest::{Object, Parsed, parse_manifest};
+pub use manifest::{Located, Object, Parsed, parse_manifest, parse_manifest_each};
 pub use problem::SourceProblem;
 pub use watch::{DirWatcher, watch_dir};

@@ -56,19 +56,53 @@ pub struct Parsed {
 /// Parses the text of one manifest file. `origin` names the file in messages.
 /// JSON is recognised by a leading `{` or `[`; anything else is YAML.
 pub fn parse_manifest(text: &str, origin: &str) -> Parsed {
-    let mut parsed = Parsed::default();
+    let mut objects = Vec::new();
+    let mut parsed = parse_manifest_each(text, origin, &mut |o| objects.push(o));
+    parsed.objects = objects;
+    parsed
+}
+
+/// Like [`parse_manifest`], handing each object to `on_object` as soon as it is
+/// decoded instead of collecting them (the returned [`Parsed::objects`] is empty): a
+/// file of 50,000 EndpointSlices is never held decoded whole.
+pub fn parse_manifest_each(
+    text: &str,
+    origin: &str,
+    on_object: &mut dyn FnMut(Located<Object>),
+) -> Parsed {
+    let mut parsed = Sink {
+        on_object,
+        problems: Vec::new(),
+        ignored_kinds: Vec::new(),
+    };
+    parse_into(text, origin, &mut parsed);
+    Parsed {
+        objects: Vec::new(),
+        problems: parsed.problems,
+        ignored_kinds: parsed.ignored_kinds,
+    }
+}
+
+/// Where the objects and problems of one file go.
+struct Sink<'a> {
+    on_object: &'a mut dyn FnMut(Located<Object>),
+    problems: Vec<SourceProblem>,
+    ignored_kinds: Vec<String>,
+}
+
+fn parse_into(text: &str, origin: &str, parsed: &mut Sink<'_>) {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if parse_json_list(text, origin, &mut parsed) {
-            return parsed;
+        if parse_json_list(text, origin, parsed) {
+            return;
         }
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(items)) => {
                 for item in items {
-                    add_document(item, origin, None, &mut parsed);
+                    add_document(item, origin, None, parsed);
                 }
             }
-            Ok(value) => add_document(value, origin, None, &mut parsed),
+            Ok(value) => add_document(value, origin, None, parsed),
             Err(e) => parsed.problems.push(SourceProblem::new(
                 origin,
                 None,
@@ -79,14 +113,14 @@ pub fn parse_manifest(text: &str, origin: &str) -> Parsed {
                 ),
             )),
         }
-        return parsed;
+        return;
     }
     for (index, (first_line, doc)) in split_yaml_documents(text).into_iter().enumerate() {
         let number = index + 1;
         let options = serde_saphyr::options! { strict_booleans: true };
         match serde_saphyr::from_str_with_options::<Option<Value>>(&doc, options) {
             Ok(None) | Ok(Some(Value::Null)) => {}
-            Ok(Some(value)) => add_document(value, origin, Some(number), &mut parsed),
+            Ok(Some(value)) => add_document(value, origin, Some(number), parsed),
             Err(e) => {
                 let mut msg = e.to_string();
                 // Report lines of the file, not of the document.
@@ -99,7 +133,6 @@ pub fn parse_manifest(text: &str, origin: &str) -> Parsed {
             }
         }
     }
-    parsed
 }
 
 /// The top level of a JSON `List` file, its items left as unparsed text.
@@ -117,7 +150,7 @@ struct JsonList<'a> {
 /// Services that tree was half the process's peak memory). Returns false, having
 /// changed nothing, when `text` is not such a list: the caller then parses it
 /// whole, with its usual messages.
-fn parse_json_list(text: &str, origin: &str, parsed: &mut Parsed) -> bool {
+fn parse_json_list(text: &str, origin: &str, parsed: &mut Sink<'_>) -> bool {
     let (kind, api_version, items) = if text.trim_start().starts_with('[') {
         match serde_json::from_str::<Vec<&RawValue>>(text) {
             Ok(items) => (None, String::new(), items),
@@ -215,7 +248,7 @@ fn describe(value: &Value) -> String {
     }
 }
 
-fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed: &mut Parsed) {
+fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed: &mut Sink<'_>) {
     let problem = |msg: String| SourceProblem::new(origin, document, msg);
     if !value.is_object() {
         parsed
@@ -281,7 +314,7 @@ fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed:
         }
     };
     match decoded {
-        Ok(object) => parsed.objects.push(Located {
+        Ok(object) => (parsed.on_object)(Located {
             file: origin.to_string(),
             document,
             object,
@@ -300,7 +333,7 @@ fn add_list_item(
     api_version: &str,
     origin: &str,
     document: Option<usize>,
-    parsed: &mut Parsed,
+    parsed: &mut Sink<'_>,
 ) {
     // Typed lists (ServiceList, ...) may omit kind/apiVersion on items.
     let item_kind = list_kind.strip_suffix("List").filter(|k| !k.is_empty());

@@ -43,8 +43,7 @@ pub fn state(family: IpFamily, ports: &[Port<'_>]) -> FamilyState {
                 serving: true,
                 terminating: false,
                 is_local: true,
-                zone_hints: Default::default(),
-                node_hints: Default::default(),
+                hints: None,
             })
             .collect();
         let info = ServicePortInfo {

@@ -66,26 +66,30 @@ impl FamilyProxy for FamilyProxier {
     }
 }
 
-/// The `--dry-run` output of iptables mode: the IPv4 restore input, then the IPv6 one,
-/// each headed by a `#` comment line naming the family.
-pub fn render_iptables_dry_run(state: &ProxyState, configs: &[RenderConfig]) -> String {
-    let mut out = String::new();
+/// Writes the `--dry-run` output of iptables mode to `out`: the IPv4 restore input,
+/// then the IPv6 one, each headed by a `#` comment line naming the family.
+pub fn render_iptables_dry_run(
+    state: &ProxyState,
+    configs: &[RenderConfig],
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     for config in configs {
-        let rendered = kpr_iptables::render(
-            state.family(config.family),
-            config,
-            kpr_iptables::SyncMode::Full,
-            None,
-        );
-        out.push_str(&format!(
-            "# {} (iptables-restore input for {})\n",
+        writeln!(
+            out,
+            "# {} (iptables-restore input for {})",
             config.family.as_kubernetes(),
             match config.family {
                 IpFamily::V4 => "iptables",
                 IpFamily::V6 => "ip6tables",
             }
-        ));
-        out.push_str(&rendered.text);
+        )?;
+        kpr_iptables::render::render_to(
+            state.family(config.family),
+            config,
+            kpr_iptables::SyncMode::Full,
+            None,
+            out,
+        )?;
     }
-    out
+    Ok(())
 }

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kpr_kube_source::{
     BackoffSettings, ChangeBatch, ClientSettings, SourceConfig, SourceEvent, SourceHandle,
 };
-use kpr_model::{Change, Objects, ProxyState, Store};
+use kpr_model::{Change, ObjectKind, Objects, ProxyState, Store};
 use tokio::sync::mpsc;
 
 use crate::fake_api::{FakeApi, Resource};
@@ -158,6 +158,14 @@ pub fn describe(change: &Change) -> String {
         Change::NodeDelete(n) => format!("node- {n}"),
         Change::ServiceCidrUpsert(c) => format!("cidr+ {}@{}", id(&c.metadata), rv(&c.metadata)),
         Change::ServiceCidrDelete(n) => format!("cidr- {n}"),
+        Change::Converted(c) => {
+            let what = match c.kind() {
+                ObjectKind::Service => "service",
+                ObjectKind::EndpointSlice => "slice",
+                _ => "endpoints",
+            };
+            format!("{what}+ {}@{}", c.key(), c.resource_version())
+        }
         other => format!("{other:?}"),
     }
 }
@@ -175,6 +183,7 @@ pub fn expected_state(fake: &FakeApi) -> ProxyState {
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect(),
         endpoints: Vec::new(),
+        converted: Vec::new(),
         nodes: decode(Resource::Nodes)
             .into_iter()
             .filter_map(|v| serde_json::from_value(v).ok())
