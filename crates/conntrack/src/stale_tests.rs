@@ -62,7 +62,7 @@ pub(crate) fn family(services: &[Svc]) -> FamilyState {
             })
             .collect();
         let port = ServicePortState {
-            info: ServicePortInfo {
+            info: std::sync::Arc::new(ServicePortInfo {
                 name: ServicePortName {
                     service: name.clone(),
                     port: String::new(),
@@ -78,7 +78,7 @@ pub(crate) fn family(services: &[Svc]) -> FamilyState {
                 session_affinity: SessionAffinity::None,
                 external_policy_local: false,
                 internal_policy_local: false,
-            },
+            }),
             selection: vec![Selection::default(); endpoints.len()],
             has_any_endpoints: !endpoints.is_empty(),
             endpoints,

@@ -268,8 +268,9 @@ pub fn convert_slice(
         service: NamespacedName::new(namespace, service.clone()),
         slice_name,
         family,
-        ports,
-        endpoints,
+        // Kept for the slice's lifetime: no spare capacity.
+        ports: ports.into_boxed_slice().into_vec(),
+        endpoints: endpoints.into_boxed_slice().into_vec(),
     })
 }
 

@@ -8,6 +8,7 @@
 //! broken rule from an invalid value, we skip the value and report a [`Problem`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1 as core;
@@ -92,7 +93,7 @@ pub struct ServiceInfo {
     pub has_selector: bool,
     /// Ports per family (index [`IpFamily::index`]); empty when the Service has no
     /// ClusterIP of that family.
-    pub ports: [Vec<ServicePortInfo>; 2],
+    pub ports: [Vec<Arc<ServicePortInfo>>; 2],
 }
 
 /// Why a Service is not proxied at all (not an error).
@@ -357,7 +358,7 @@ pub fn convert_service(
                     .copied()
                     .collect()
             };
-            info.ports[family.index()].push(ServicePortInfo {
+            info.ports[family.index()].push(Arc::new(ServicePortInfo {
                 name: port_name.clone(),
                 cluster_ip,
                 port: svc_port,
@@ -373,8 +374,13 @@ pub fn convert_service(
                 session_affinity,
                 external_policy_local,
                 internal_policy_local,
-            });
+            }));
         }
+    }
+    // Kept for the Service's lifetime: no spare capacity (a Vec grown by one push
+    // holds four ports).
+    for ports in &mut info.ports {
+        ports.shrink_to_fit();
     }
     Some(ServiceConversion::Proxied(info))
 }

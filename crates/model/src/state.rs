@@ -61,8 +61,8 @@ pub struct Traffic {
 /// One Service port in one family with its endpoints selected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePortState {
-    /// The port's configuration.
-    pub info: ServicePortInfo,
+    /// The port's configuration (shared with the store's copy of the Service).
+    pub info: Arc<ServicePortInfo>,
     /// All endpoints of the port in this family, sorted by `ip:port`.
     pub endpoints: Vec<Endpoint>,
     /// Which policies use each endpoint (same order as `endpoints`).

@@ -7,7 +7,7 @@
 //! and sends only what differs. Each transaction is atomic: a failed one leaves the
 //! previous rules in place and makes the next sync full.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kpr_model::{FamilyState, ServiceState};
@@ -182,76 +182,90 @@ impl FamilyProxier {
             }
         }
 
-        let plan = match (full, self.synced.as_mut(), self.last.as_ref()) {
-            (false, Some(synced), Some(last)) => {
-                let changed = state.changed_since(last);
-                if changed.is_empty() {
-                    report.skipped = report.stale_deleted == 0;
-                    return Ok(report);
-                }
-                report.services_changed = changed.len();
-                let config = &self.config;
-                let changes = changed
-                    .into_iter()
-                    .map(|name| {
-                        let f = state
-                            .services
-                            .get(&name)
-                            .map(|svc| render_service(svc, config));
-                        (name, f)
-                    })
-                    .collect();
-                synced.partial(changes)
+        if let (false, Some(synced), Some(last)) = (full, self.synced.as_mut(), self.last.as_ref())
+        {
+            let changed = state.changed_since(last);
+            if changed.is_empty() {
+                report.skipped = report.stale_deleted == 0;
+                return Ok(report);
             }
-            _ => {
-                full = true;
-                let listing = match self.nft.list() {
-                    Ok(l) => l,
-                    Err(e) => {
-                        self.invalidate();
-                        return Err(e);
-                    }
-                };
-                let services: BTreeMap<_, _> = state
+            report.services_changed = changed.len();
+            let config = &self.config;
+            let changes = changed
+                .into_iter()
+                .map(|name| {
+                    let f = state
+                        .services
+                        .get(&name)
+                        .map(|svc| render_service(svc, config));
+                    (name, f)
+                })
+                .collect();
+            let plan = synced.partial(changes);
+            report.operations = plan.txs.iter().map(Transaction::len).sum();
+            report.bytes = plan.txs.iter().map(Transaction::text_len).sum();
+            report.transactions = plan.txs.len();
+            for tx in &plan.txs {
+                if let Err(e) = self.nft.apply(tx) {
+                    self.invalidate();
+                    self.stale.clear();
+                    return Err(e);
+                }
+            }
+            for name in &plan.written {
+                self.stale.remove(name);
+            }
+            for name in plan.newly_stale {
+                self.stale.entry(name).or_insert(now);
+            }
+            self.last_partial = plan.txs.into_iter().next();
+        } else {
+            report.full = true;
+            let listing = match self.nft.list() {
+                Ok(l) => l,
+                Err(e) => {
+                    self.invalidate();
+                    return Err(e);
+                }
+            };
+            report.services_changed = state.services.len();
+            let config = &self.config;
+            // Rendered as the plan needs them (twice), never all held at once.
+            let services = || {
+                state
                     .services
                     .iter()
-                    .map(|(name, svc)| (name.clone(), render_service(svc, &self.config)))
-                    .collect();
-                report.services_changed = services.len();
-                let (synced, plan) = Synced::full(
-                    Family(self.config.family),
-                    &base(&self.config),
-                    services,
-                    &listing,
-                    !self.synced_once,
-                    self.batch_ops,
-                );
-                self.synced = Some(synced);
-                plan
+                    .map(|(name, svc)| (name, render_service(svc, config)))
+            };
+            let nft = &self.nft;
+            let planned = Synced::full(
+                Family(config.family),
+                &base(config),
+                services,
+                &listing,
+                !self.synced_once,
+                self.batch_ops,
+                &mut |tx| nft.apply(&tx),
+            );
+            let (synced, done) = match planned {
+                Ok(done) => done,
+                Err(e) => {
+                    self.invalidate();
+                    self.stale.clear();
+                    return Err(e);
+                }
+            };
+            report.operations = done.operations;
+            report.bytes = done.bytes;
+            report.transactions = done.transactions;
+            // A chain written by this sync is no longer waiting for deletion.
+            self.stale.retain(|name, _| synced.is_flushed(name));
+            for name in done.newly_stale {
+                self.stale.entry(name).or_insert(now);
             }
-        };
-        report.full = full;
-        report.operations = plan.txs.iter().map(Transaction::len).sum();
-        report.bytes = plan.txs.iter().map(Transaction::text_len).sum();
-        report.transactions = plan.txs.len();
-        for tx in &plan.txs {
-            if let Err(e) = self.nft.apply(tx) {
-                self.invalidate();
-                self.stale.clear();
-                return Err(e);
-            }
+            self.synced = Some(synced);
+            self.last_partial = None;
         }
-        for name in &plan.written {
-            self.stale.remove(name);
-        }
-        for name in plan.newly_stale {
-            self.stale.entry(name).or_insert(now);
-        }
-        self.last_partial = if full {
-            None
-        } else {
-            plan.txs.into_iter().next()
-        };
         self.last = Some(state.clone());
         self.synced_once = true;
         Ok(report)

@@ -292,13 +292,14 @@ fn batched_full_sync_plan_keeps_chains_whole_and_elements_last() {
         store.apply(random_slice(&mut d, i));
     }
     let snap = store.snapshot();
-    let services = snap
-        .family(IpFamily::V4)
-        .services
-        .iter()
-        .map(|(n, s)| (n.clone(), render_service(s, &config())))
-        .collect();
-    let (_, plan) = Synced::full(
+    let family = snap.family(IpFamily::V4);
+    let services = || {
+        family
+            .services
+            .iter()
+            .map(|(n, s)| (n, render_service(s, &config())))
+    };
+    let (_, report, txs) = Synced::full_plan(
         Family(IpFamily::V4),
         &base(&config()),
         services,
@@ -306,22 +307,48 @@ fn batched_full_sync_plan_keeps_chains_whole_and_elements_last() {
         true,
         40,
     );
-    assert!(plan.txs.len() > 3, "{} transactions", plan.txs.len());
-    let last = plan.txs.len() - 1;
+    assert!(txs.len() > 3, "{} transactions", txs.len());
+    assert_eq!(report.transactions, txs.len());
+    assert_eq!(
+        report.operations,
+        txs.iter().map(|t| t.len()).sum::<usize>()
+    );
+    let last = txs.len() - 1;
+    // The base chains: declared and written in the first transaction.
+    let base_chains: Vec<String> = base(&config())
+        .chains
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     let mut flushed_in = std::collections::HashMap::new();
-    for (i, tx) in plan.txs.iter().enumerate() {
+    let mut first_service_rules = None;
+    let mut last_declaration = 0;
+    for (i, tx) in txs.iter().enumerate() {
         for op in tx.ops() {
             match op {
-                Op::AddChain(_) | Op::AddSet(_) => assert_eq!(i, 0, "{op:?} after the first"),
+                Op::AddChain(_) | Op::AddSet(_) => last_declaration = i,
                 Op::AddElement(_) => assert_eq!(i, last, "{op:?} before the last"),
                 Op::FlushChain(c) => {
                     flushed_in.insert(c.clone(), i);
                 }
-                Op::AddRule(c, _) => assert_eq!(flushed_in.get(c), Some(&i), "{op:?}"),
+                Op::AddRule(c, _) => {
+                    assert_eq!(flushed_in.get(c), Some(&i), "{op:?}");
+                    if base_chains.contains(c) {
+                        assert_eq!(i, 0, "{op:?}");
+                    } else {
+                        first_service_rules.get_or_insert(i);
+                    }
+                }
                 _ => {}
             }
         }
     }
+    let first_service_rules = first_service_rules.unwrap();
+    assert!(
+        last_declaration < first_service_rules,
+        "declarations (up to transaction {last_declaration}) before any Service's rules \
+         (from {first_service_rules})"
+    );
 }
 
 /// Someone deletes the table: the next partial sync fails, the one after is full and

@@ -71,7 +71,7 @@ pub fn state(family: IpFamily, ports: &[Port<'_>]) -> FamilyState {
             endpoints.len()
         ];
         let port = ServicePortState {
-            info,
+            info: info.into(),
             has_any_endpoints: !endpoints.is_empty(),
             endpoints,
             selection,

@@ -14,7 +14,7 @@
 //! external IP and port, say); the first by name wins, as a full sync would decide,
 //! and the other takes over when the first lets go.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use kpr_model::NamespacedName;
 
@@ -23,6 +23,10 @@ use crate::names::*;
 use crate::objects::{Chain, Element, Family, Rule, Set};
 use crate::render::Fragment;
 use crate::transaction::Transaction;
+
+mod full;
+
+pub use full::FullSync;
 
 /// The maps and sets whose elements are diffed (`nodeport-ips` is rewritten on full
 /// syncs instead, like upstream).
@@ -197,186 +201,6 @@ impl Synced {
         }
     }
 
-    /// Plans a full sync of `base` and `services` over what `listing` found. On the
-    /// process's `first` sync, base chains are recreated (their hook or priority may
-    /// differ from an older version's) and endpoint chains already present are kept.
-    ///
-    /// Up to `batch_ops` operations, the plan is one atomic transaction. Beyond, it
-    /// is several, each leaving a working table behind: first the table, every
-    /// chain and set declared and the base chains written; then the contents of the
-    /// Services' chains, all chains of a Service in the same transaction; last the
-    /// map elements, stale chain flushes and set deletions. A Service's new chains
-    /// are reachable only once the last transaction adds its map elements, and a
-    /// chain that traffic already reaches changes in one step, so packets never meet
-    /// a half-written chain. Why split at all: on kernel 6.18, binding each
-    /// anonymous set (one `numgen` map per service chain) walks the batch's whole
-    /// list of pending operations, so one batch of n Services costs O(n^2) in the
-    /// kernel (`__nft_set_trans_bind`), with `nft -f` as with us.
-    pub fn full(
-        family: Family,
-        base: &Fragment,
-        services: BTreeMap<NamespacedName, Fragment>,
-        listing: &Listing,
-        first: bool,
-        batch_ops: usize,
-    ) -> (Synced, Plan) {
-        let mut tx = Transaction::new(family);
-        tx.add_table();
-        if first {
-            // Recreated (within this transaction) in case an older version left them
-            // with another hook or priority.
-            for c in base.chains.iter().filter(|c| c.hook.is_some()) {
-                tx.add_chain_name(&c.name);
-                tx.delete_chain(&c.name);
-            }
-        }
-        let mut synced = Synced {
-            family,
-            services: HashMap::with_capacity(services.len()),
-            claims: HashMap::new(),
-            elements: HashMap::new(),
-            chains: HashMap::new(),
-            affinity_sets: HashMap::new(),
-        };
-        let mut written = Vec::new();
-
-        // Declarations first, so that every reference below resolves.
-        for c in &base.chains {
-            tx.add_chain(c);
-        }
-        // Per Service, which of its chains to write (an endpoint chain already in
-        // the kernel is kept).
-        let mut to_write: Vec<Vec<bool>> = Vec::with_capacity(services.len());
-        for f in services.values() {
-            let mut mine = Vec::with_capacity(f.chains.len());
-            for c in &f.chains {
-                let reuse = first && endpoint_chain_reusable(c, listing);
-                if reuse {
-                    synced
-                        .chains
-                        .insert(c.name.clone(), Some(RulesDigest::of(&c.rules)));
-                } else {
-                    tx.add_chain(c);
-                }
-                mine.push(!reuse);
-            }
-            to_write.push(mine);
-        }
-        for s in &base.sets {
-            tx.add_set(s);
-        }
-        for f in services.values() {
-            for s in &f.sets {
-                tx.add_set(s);
-                synced.affinity_sets.insert(s.name.clone(), s.clone());
-            }
-        }
-
-        // Element claims and what each Service occupies, before the fragments'
-        // rules move into the transactions below.
-        for (name, f) in &services {
-            let footprint = Footprint::of(f);
-            synced.claim(name, &footprint, &f.elements);
-            synced.services.insert(name.clone(), footprint);
-        }
-
-        // Chain contents: the base chains with the declarations, the Services' in
-        // batches of whole Services. Their rules are moved, not copied: at the peak
-        // of a full sync, the fragments and the transactions held every rule twice.
-        for c in &base.chains {
-            tx.write_chain(c);
-        }
-        let mut txs = vec![tx];
-        let mut chunk = Transaction::new(family);
-        for (f, mine) in services.into_values().zip(to_write) {
-            if !chunk.is_empty() && chunk.len() >= batch_ops {
-                txs.push(std::mem::replace(&mut chunk, Transaction::new(family)));
-            }
-            for (c, write) in f.chains.into_iter().zip(mine) {
-                if write {
-                    synced
-                        .chains
-                        .insert(c.name.clone(), Some(RulesDigest::of(&c.rules)));
-                    written.push(c.name.clone());
-                    chunk.write_chain_owned(c);
-                }
-            }
-        }
-        txs.push(chunk);
-
-        // The rest: flushes, elements, set deletions.
-        let mut tx = Transaction::new(family);
-        let mut newly_stale = Vec::new();
-        for name in listing.chains.iter().filter(|n| is_service_chain(n)) {
-            if !synced.chains.contains_key(name) {
-                tx.flush_chain(name);
-                synced.chains.insert(name.clone(), None);
-                newly_stale.push(name.clone());
-            }
-        }
-
-        // `nodeport-ips` is rewritten whole; when unused it is removed.
-        match base.sets.iter().find(|s| s.name == NODEPORT_IPS) {
-            Some(_) => {
-                tx.flush_set(NODEPORT_IPS, false);
-                for e in base.elements.iter().filter(|e| e.set == NODEPORT_IPS) {
-                    tx.add_element(e);
-                }
-            }
-            None if listing.sets.contains(NODEPORT_IPS) => tx.delete_set(NODEPORT_IPS, false),
-            None => {}
-        }
-
-        // Elements: diff the winners against the kernel.
-        let mut adds: Vec<(&ElementId, &Element)> = Vec::new();
-        for (id, owners) in &synced.claims {
-            let Some(winner) = owners.winner() else {
-                continue;
-            };
-            let want = value_text(winner);
-            match listing.elements.get(id.0).and_then(|m| m.get(&id.1)) {
-                Some(have) if *have == want => {}
-                Some(_) => {
-                    tx.delete_element(id.0, &id.1);
-                    adds.push((id, winner));
-                }
-                None => adds.push((id, winner)),
-            }
-            synced.elements.insert(id.clone(), want);
-        }
-        for set in DIFFED_SETS {
-            for key in listing.elements.get(set).into_iter().flat_map(|m| m.keys()) {
-                if !synced.elements.contains_key(&(set, key.clone())) {
-                    tx.delete_element(set, key);
-                }
-            }
-        }
-        adds.sort_by(|a, b| a.0.cmp(b.0));
-        for (_, e) in adds {
-            tx.add_element(e);
-        }
-
-        // Affinity sets nobody uses any more (their chains were flushed above).
-        for name in listing
-            .sets
-            .iter()
-            .filter(|n| n.starts_with(AFFINITY_PREFIX))
-        {
-            if !synced.affinity_sets.contains_key(name) {
-                tx.delete_set(name, false);
-            }
-        }
-        txs.push(tx);
-        (
-            synced,
-            Plan {
-                txs: merge_small(txs, batch_ops),
-                newly_stale,
-                written,
-            },
-        )
-    }
-
     /// Plans a partial sync: each changed Service with its new objects (None: gone).
     /// Updates the record as if the transaction succeeds; drop the record if it fails.
     pub fn partial(&mut self, changes: Vec<(NamespacedName, Option<Fragment>)>) -> Plan {
@@ -502,21 +326,6 @@ impl Synced {
 
 /// One transaction if all of `txs` fit in `batch_ops` operations, else `txs`
 /// without empty ones.
-fn merge_small(mut txs: Vec<Transaction>, batch_ops: usize) -> Vec<Transaction> {
-    txs.retain(|t| !t.is_empty());
-    if txs.iter().map(Transaction::len).sum::<usize>() > batch_ops {
-        return txs;
-    }
-    let mut it = txs.into_iter();
-    let Some(mut one) = it.next() else {
-        return Vec::new();
-    };
-    for t in it {
-        one.append(t);
-    }
-    vec![one]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
