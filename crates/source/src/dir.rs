@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use kpr_model::{Converted, Objects};
 
 use crate::alloc::{Taken, allocate_avoiding, needs_allocation};
-use crate::manifest::{Object, parse_manifest_each};
+use crate::manifest::{Located, Object, is_json, parse_json_file_each, parse_manifest_each};
 use crate::problem::SourceProblem;
 
 /// Errors that stop a directory from being read at all.
@@ -49,6 +49,16 @@ enum Entry {
     Converted(Box<Converted>, Option<Taken>),
 }
 
+/// The first bytes of a file (enough to tell JSON from YAML).
+fn read_start(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut start = Vec::with_capacity(4096);
+    std::fs::File::open(path)?
+        .take(4096)
+        .read_to_end(&mut start)?;
+    Ok(start)
+}
+
 /// True for files the directory source reads: `*.yaml`, `*.yml`, `*.json`, not hidden.
 pub fn is_manifest_file(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -85,7 +95,13 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
     let mut objects: Vec<(String, Entry)> = Vec::new();
     for path in &files {
         let origin = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
+        // JSON is read from the file as a stream; YAML documents are read as text.
+        let text = match read_start(path) {
+            Ok(start) if is_json(&start) => Ok(None),
+            Ok(_) => std::fs::read_to_string(path).map(Some),
+            Err(e) => Err(e),
+        };
+        let text: Option<String> = match text {
             Ok(t) => t,
             Err(e) => {
                 set.problems.push(SourceProblem::new(
@@ -101,7 +117,7 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
         // converted at once), so a file is never held decoded whole.
         let problems = &mut set.problems;
         let origins = &mut set.origins;
-        let parsed = parse_manifest_each(&text, &origin, &mut |located| {
+        let mut take = |located: Located<Object>| {
             let (kind, meta) = match &located.object {
                 Object::Service(o) => ("Service", &o.metadata),
                 Object::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
@@ -143,7 +159,11 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, SourceError> {
                 objects.push((place.clone(), entry));
             }
             origins.insert(k, place);
-        });
+        };
+        let parsed = match &text {
+            Some(text) => parse_manifest_each(text, &origin, &mut take),
+            None => parse_json_file_each(path, &origin, &mut take),
+        };
         // Drop the text before the next file is read.
         drop(text);
         set.problems.extend(parsed.problems);

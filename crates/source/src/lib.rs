@@ -7,11 +7,14 @@
 
 pub mod alloc;
 pub mod dir;
+mod json;
 pub mod manifest;
 pub mod problem;
 pub mod watch;
 
 pub use dir::{ManifestSet, SourceError, load_dir};
-pub use manifest::{Located, Object, Parsed, parse_manifest, parse_manifest_each};
+pub use manifest::{
+    Located, Object, Parsed, is_json, parse_json_file_each, parse_manifest, parse_manifest_each,
+};
 pub use problem::SourceProblem;
 pub use watch::{DirWatcher, watch_dir};

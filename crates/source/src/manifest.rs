@@ -12,7 +12,6 @@ use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as networking;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::problem::SourceProblem;
 
@@ -84,36 +83,45 @@ pub fn parse_manifest_each(
 }
 
 /// Where the objects and problems of one file go.
-struct Sink<'a> {
-    on_object: &'a mut dyn FnMut(Located<Object>),
-    problems: Vec<SourceProblem>,
-    ignored_kinds: Vec<String>,
+pub(crate) struct Sink<'a> {
+    pub(crate) on_object: &'a mut dyn FnMut(Located<Object>),
+    pub(crate) problems: Vec<SourceProblem>,
+    pub(crate) ignored_kinds: Vec<String>,
+}
+
+/// True if the text starts (after blanks) like JSON: `{` or `[`. Anything else is
+/// read as YAML.
+pub fn is_json(start: &[u8]) -> bool {
+    start
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[')
+}
+
+/// Like [`parse_manifest_each`], for a JSON file read straight from disk (twice:
+/// see [`crate::json`]) instead of from text in memory.
+pub fn parse_json_file_each(
+    path: &std::path::Path,
+    origin: &str,
+    on_object: &mut dyn FnMut(Located<Object>),
+) -> Parsed {
+    let mut parsed = Sink {
+        on_object,
+        problems: Vec::new(),
+        ignored_kinds: Vec::new(),
+    };
+    let open = || std::fs::File::open(path).map(|f| std::io::BufReader::with_capacity(1 << 16, f));
+    crate::json::parse(&open, origin, &mut parsed);
+    Parsed {
+        objects: Vec::new(),
+        problems: parsed.problems,
+        ignored_kinds: parsed.ignored_kinds,
+    }
 }
 
 fn parse_into(text: &str, origin: &str, parsed: &mut Sink<'_>) {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if parse_json_list(text, origin, parsed) {
-            return;
-        }
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(items)) => {
-                for item in items {
-                    add_document(item, origin, None, parsed);
-                }
-            }
-            Ok(value) => add_document(value, origin, None, parsed),
-            Err(e) => parsed.problems.push(SourceProblem::new(
-                origin,
-                None,
-                format!(
-                    "invalid JSON at line {} column {}: {e}; file skipped",
-                    e.line(),
-                    e.column()
-                ),
-            )),
-        }
-        return;
+    if is_json(text.as_bytes()) {
+        return crate::json::parse(&|| Ok(text.as_bytes()), origin, parsed);
     }
     for (index, (first_line, doc)) in split_yaml_documents(text).into_iter().enumerate() {
         let number = index + 1;
@@ -133,57 +141,6 @@ fn parse_into(text: &str, origin: &str, parsed: &mut Sink<'_>) {
             }
         }
     }
-}
-
-/// The top level of a JSON `List` file, its items left as unparsed text.
-#[derive(serde::Deserialize)]
-struct JsonList<'a> {
-    kind: String,
-    #[serde(rename = "apiVersion", default)]
-    api_version: String,
-    #[serde(borrow)]
-    items: Vec<&'a RawValue>,
-}
-
-/// Decodes a JSON `List` (or a top-level array) one item at a time, so a file of
-/// 10,000 EndpointSlices is never held as one tree of JSON values (at 3,000
-/// Services that tree was half the process's peak memory). Returns false, having
-/// changed nothing, when `text` is not such a list: the caller then parses it
-/// whole, with its usual messages.
-fn parse_json_list(text: &str, origin: &str, parsed: &mut Sink<'_>) -> bool {
-    let (kind, api_version, items) = if text.trim_start().starts_with('[') {
-        match serde_json::from_str::<Vec<&RawValue>>(text) {
-            Ok(items) => (None, String::new(), items),
-            Err(_) => return false,
-        }
-    } else {
-        match serde_json::from_str::<JsonList<'_>>(text) {
-            Ok(list) if list.kind.ends_with("List") => {
-                (Some(list.kind), list.api_version, list.items)
-            }
-            _ => return false,
-        }
-    };
-    for (i, raw) in items.into_iter().enumerate() {
-        // Checked as JSON by the parse above; a failure here is still reported.
-        let item = match serde_json::from_str::<Value>(raw.get()) {
-            Ok(item) => item,
-            Err(e) => {
-                let at = kind.as_deref().unwrap_or("array");
-                parsed.problems.push(SourceProblem::new(
-                    origin,
-                    None,
-                    format!("{at} items[{i}]: invalid JSON: {e}; skipped"),
-                ));
-                continue;
-            }
-        };
-        match &kind {
-            Some(kind) => add_list_item(item, i, kind, &api_version, origin, None, parsed),
-            None => add_document(item, origin, None, parsed),
-        }
-    }
-    true
 }
 
 fn first_line_note(msg: &str, first_line: usize) -> String {
@@ -248,7 +205,12 @@ fn describe(value: &Value) -> String {
     }
 }
 
-fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed: &mut Sink<'_>) {
+pub(crate) fn add_document(
+    mut value: Value,
+    origin: &str,
+    document: Option<usize>,
+    parsed: &mut Sink<'_>,
+) {
     let problem = |msg: String| SourceProblem::new(origin, document, msg);
     if !value.is_object() {
         parsed
@@ -326,7 +288,7 @@ fn add_document(mut value: Value, origin: &str, document: Option<usize>, parsed:
 }
 
 /// Item `i` of a list of kind `list_kind` (`List`, `ServiceList`, ...).
-fn add_list_item(
+pub(crate) fn add_list_item(
     mut item: Value,
     i: usize,
     list_kind: &str,

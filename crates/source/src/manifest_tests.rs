@@ -198,3 +198,47 @@ fn json_list_items_one_by_one() {
         messages(&p)
     );
 }
+
+/// `kubectl get -o json` writes `items` before `kind`: the list is still known as one
+/// (a typed list's items get its kind). A file is read from disk as a stream with the
+/// same results, and a file with a syntax error anywhere gives nothing but the error,
+/// even when valid items come first.
+#[test]
+fn json_files_stream_with_kind_after_items() {
+    let text = r#"{"apiVersion": "v1", "items": [
+        {"metadata": {"name": "a"}, "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}},
+        {"metadata": {"name": "b"}, "spec": {"clusterIP": "10.0.0.2", "ports": [{"port": 80}]}}],
+        "kind": "ServiceList", "metadata": {"resourceVersion": ""}}"#;
+    let p = parse_manifest(text, "m.json");
+    assert!(p.problems.is_empty(), "{:?}", messages(&p));
+    assert_eq!(p.objects.len(), 2);
+
+    let dir = std::env::temp_dir().join(format!("kpr-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("services.json");
+    std::fs::write(&path, text).unwrap();
+    let mut seen = Vec::new();
+    let p = parse_json_file_each(&path, "services.json", &mut |o| seen.push(o));
+    assert!(
+        p.problems.is_empty() && p.objects.is_empty(),
+        "{:?}",
+        messages(&p)
+    );
+    assert_eq!(seen.len(), 2);
+
+    let broken = text.replace(
+        "\"kind\": \"ServiceList\"",
+        "\"kind\": \"ServiceList\" oops",
+    );
+    std::fs::write(&path, &broken).unwrap();
+    let mut seen = Vec::new();
+    let p = parse_json_file_each(&path, "services.json", &mut |o| seen.push(o));
+    assert!(seen.is_empty(), "nothing of a broken file is used");
+    assert!(
+        messages(&p)[0].contains("invalid JSON at line 4")
+            && messages(&p)[0].contains("file skipped"),
+        "{:?}",
+        messages(&p)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
