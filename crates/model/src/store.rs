@@ -30,7 +30,9 @@ pub struct Store {
     services: HashMap<NamespacedName, ServiceInfo>,
     slices: HashMap<NamespacedName, SliceInfo>,
     mirrored: HashMap<NamespacedName, Vec<SliceInfo>>,
-    slices_by_service: HashMap<NamespacedName, BTreeSet<String>>,
+    /// Slice names per Service, sorted (a Vec: almost every Service has one slice,
+    /// and a `BTreeSet` allocates room for eleven).
+    slices_by_service: HashMap<NamespacedName, Vec<String>>,
     dirty: HashSet<NamespacedName>,
     resolved: [Arc<BTreeMap<NamespacedName, Arc<ServiceState>>>; 2],
     service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
@@ -227,10 +229,14 @@ impl Store {
             let old_service = old.service.clone();
             self.unlink_slice(&old_service, &key.name);
         }
-        self.slices_by_service
+        let names = self
+            .slices_by_service
             .entry(info.service.clone())
-            .or_default()
-            .insert(key.name.clone());
+            .or_default();
+        if let Err(at) = names.binary_search(&key.name) {
+            names.reserve_exact(1);
+            names.insert(at, key.name.clone());
+        }
         self.dirty.insert(info.service.clone());
         self.slices.insert(key, info);
     }
@@ -244,7 +250,9 @@ impl Store {
 
     fn unlink_slice(&mut self, service: &NamespacedName, slice_name: &str) {
         if let Some(set) = self.slices_by_service.get_mut(service) {
-            set.remove(slice_name);
+            if let Ok(at) = set.binary_search_by(|n| n.as_str().cmp(slice_name)) {
+                set.remove(at);
+            }
             if set.is_empty() {
                 self.slices_by_service.remove(service);
             }

@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kpr_model::{FamilyState, ServiceState};
+use kpr_model::{FamilyState, NamespacedName, ServiceState};
 
 use crate::nft::{Nft, NftError};
 use crate::objects::Family;
 use crate::render::{Fragment, RenderConfig, base, service_port};
 use crate::ruleset::Ruleset;
-use crate::sync::{FULL_SYNC_BATCH_OPS, Synced};
+use crate::sync::{Change, FULL_SYNC_BATCH_OPS, Synced};
 use crate::transaction::Transaction;
 
 /// How long a flushed chain waits before it is deleted (upstream: one second, for
@@ -191,14 +191,19 @@ impl FamilyProxier {
             }
             report.services_changed = changed.len();
             let config = &self.config;
+            // The record does not keep what each Service wrote: the last state,
+            // rendered again, says it.
+            let render = |s: &FamilyState, name: &NamespacedName| {
+                s.services.get(name).map(|svc| render_service(svc, config))
+            };
             let changes = changed
                 .into_iter()
                 .map(|name| {
-                    let f = state
-                        .services
-                        .get(&name)
-                        .map(|svc| render_service(svc, config));
-                    (name, f)
+                    let change = Change {
+                        old: render(last, &name),
+                        new: render(state, &name),
+                    };
+                    (name, change)
                 })
                 .collect();
             let plan = synced.partial(changes);

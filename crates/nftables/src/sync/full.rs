@@ -17,9 +17,7 @@ use std::collections::HashMap;
 
 use kpr_model::NamespacedName;
 
-use super::{
-    DIFFED_SETS, ElementId, Footprint, RulesDigest, Synced, endpoint_chain_reusable, value_text,
-};
+use super::{DIFFED_SETS, ElementId, RulesDigest, Synced, endpoint_chain_reusable, value_text};
 use crate::listing::Listing;
 use crate::names::*;
 use crate::objects::{Element, Family};
@@ -166,9 +164,7 @@ impl Synced {
         let mut out = Batcher::new(family, batch_ops, send);
         let mut synced = Synced {
             family,
-            services: HashMap::new(),
             claims: HashMap::new(),
-            elements: HashMap::new(),
             chains: HashMap::new(),
             affinity_sets: HashMap::new(),
         };
@@ -201,9 +197,7 @@ impl Synced {
         for (name, f) in services() {
             for c in &f.chains {
                 if first && endpoint_chain_reusable(c, listing) {
-                    synced
-                        .chains
-                        .insert(c.name.clone(), Some(RulesDigest::of(&c.rules)));
+                    synced.set_chain(&c.name, Some(RulesDigest::of(&c.rules)));
                 } else {
                     out.tx().add_chain(c);
                 }
@@ -212,9 +206,7 @@ impl Synced {
                 out.tx().add_set(s);
                 synced.affinity_sets.insert(s.name.clone(), s.clone());
             }
-            let footprint = Footprint::of(&f);
-            synced.claim(name, &footprint, &f.elements);
-            synced.services.insert(name.clone(), footprint);
+            synced.claim(name, &f.elements);
             out.maybe_cut()?;
         }
         out.cut()?;
@@ -222,12 +214,10 @@ impl Synced {
         // Second pass: the chains' contents, whole Services per transaction.
         for (_, f) in services() {
             for c in f.chains {
-                if synced.chains.contains_key(&c.name) {
+                if synced.chain(&c.name).is_some() {
                     continue; // kept from the kernel
                 }
-                synced
-                    .chains
-                    .insert(c.name.clone(), Some(RulesDigest::of(&c.rules)));
+                synced.set_chain(&c.name, Some(RulesDigest::of(&c.rules)));
                 out.tx().write_chain_owned(c);
             }
             out.maybe_cut()?;
@@ -237,9 +227,9 @@ impl Synced {
         // The rest: flushes, elements, set deletions.
         let mut newly_stale = Vec::new();
         for name in listing.chains.iter().filter(|n| is_service_chain(n)) {
-            if !synced.chains.contains_key(name) {
+            if synced.chain(name).is_none() {
                 out.tx().flush_chain(name);
-                synced.chains.insert(name.clone(), None);
+                synced.set_chain(name, None);
                 newly_stale.push(name.clone());
             }
         }
@@ -273,11 +263,10 @@ impl Synced {
                 }
                 None => adds.push((id, winner)),
             }
-            synced.elements.insert(id.clone(), want);
         }
         for set in DIFFED_SETS {
             for key in listing.elements.get(set).into_iter().flat_map(|m| m.keys()) {
-                if !synced.elements.contains_key(&(set, key.clone())) {
+                if !synced.claims.contains_key(&(set, key.clone())) {
                     out.tx().delete_element(set, key);
                 }
             }
@@ -327,6 +316,6 @@ impl Synced {
 
     /// True if `chain` was flushed (no longer used) and waits for deletion.
     pub fn is_flushed(&self, chain: &str) -> bool {
-        self.chains.get(chain).is_some_and(Option::is_none)
+        self.chain(chain) == Some(None)
     }
 }

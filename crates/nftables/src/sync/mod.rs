@@ -14,7 +14,7 @@
 //! external IP and port, say); the first by name wins, as a full sync would decide,
 //! and the other takes over when the first lets go.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kpr_model::NamespacedName;
 
@@ -42,20 +42,22 @@ pub const DIFFED_SETS: [&str; 6] = [
 type ElementId = (&'static str, String);
 
 /// Our record of one family's table after the last successful sync.
+///
+/// What each Service occupies is not kept: a partial sync is given the Service's
+/// objects as the last sync rendered them (the caller renders its last state
+/// again), which costs a render of the changed Services instead of the names of
+/// every object of every Service (at 50,000 Services, 46 MB).
 #[derive(Clone, Debug)]
 pub struct Synced {
     family: Family,
-    /// What each Service's objects occupy (their names, not their rules: the
-    /// rules are in the kernel, and their digests in `chains`).
-    services: HashMap<NamespacedName, Footprint>,
-    /// Who wants which element, with what value.
+    /// Who wants which element, with what value. The winner of each is what the
+    /// kernel holds (the diffed maps' elements).
     claims: HashMap<ElementId, Owners>,
-    /// What the diffed maps hold: [`element_state`] text.
-    elements: HashMap<ElementId, String>,
-    /// Service and endpoint chains in the kernel and a digest of their rules (None:
-    /// flushed). A digest, not a copy: at 10,000 Services the rules are about
-    /// 480,000 values, needed only to tell whether a chain changed.
-    chains: HashMap<String, Option<RulesDigest>>,
+    /// Service and endpoint chains in the kernel, by a digest of their name, and a
+    /// digest of their rules (None: flushed). Digests, not copies: at 50,000
+    /// Services this is 567,000 chains, whose names alone took 84 MB with the
+    /// table, and whose rules are needed only to tell whether a chain changed.
+    chains: HashMap<NameDigest, Option<RulesDigest>>,
     /// Affinity sets in the kernel.
     affinity_sets: HashMap<String, Set>,
 }
@@ -64,6 +66,15 @@ pub struct Synced {
 /// [`Synced::full`]). Measured on kernel 6.18 at 4,000 Services (about 200,000
 /// operations in all): see BENCHMARKS.md.
 pub const FULL_SYNC_BATCH_OPS: usize = 20_000;
+
+/// One Service's objects in a partial sync.
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    /// What the last sync wrote for it (None: nothing, it is new).
+    pub old: Option<Fragment>,
+    /// What it needs now (None: nothing, it is gone).
+    pub new: Option<Fragment>,
+}
 
 /// The result of planning a sync.
 #[derive(Clone, Debug)]
@@ -76,22 +87,43 @@ pub struct Plan {
     pub written: Vec<String>,
 }
 
-/// A 128-bit digest of a chain's rules: two SipHash passes with different keys (the
-/// std hasher, whose output is fixed within a process, which is all a comparison with
-/// the last sync needs). A false "unchanged" would need a 128-bit collision.
+/// Two SipHash passes of `value` with different keys: 128 bits (the std hasher,
+/// whose output is fixed within a process, which is all a comparison with the last
+/// sync needs). The first half is never zero, so that an `Option` of a digest costs
+/// nothing more.
+fn digest128(value: &(impl std::hash::Hash + ?Sized)) -> (std::num::NonZeroU64, u64) {
+    use std::hash::{Hash, Hasher};
+    let pass = |key: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        value.hash(&mut h);
+        h.finish()
+    };
+    let first = std::num::NonZeroU64::new(pass(0)).unwrap_or(std::num::NonZeroU64::MIN);
+    (first, pass(1))
+}
+
+/// A 128-bit digest of a chain's rules. A false "unchanged" would need a 128-bit
+/// collision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RulesDigest(u64, u64);
+struct RulesDigest(std::num::NonZeroU64, u64);
 
 impl RulesDigest {
     fn of(rules: &[Rule]) -> Self {
-        use std::hash::{Hash, Hasher};
-        let pass = |key: u8| {
-            let mut h = std::hash::DefaultHasher::new();
-            key.hash(&mut h);
-            rules.hash(&mut h);
-            h.finish()
-        };
-        Self(pass(0), pass(1))
+        let (a, b) = digest128(rules);
+        Self(a, b)
+    }
+}
+
+/// A 128-bit digest of a chain's name, the record's key for it. Two chains of one
+/// table would have to collide in 128 bits to be confused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct NameDigest(std::num::NonZeroU64, u64);
+
+impl NameDigest {
+    fn of(name: &str) -> Self {
+        let (a, b) = digest128(name);
+        Self(a, b)
     }
 }
 
@@ -104,25 +136,6 @@ fn value_text(e: &Element) -> String {
 
 fn elem_id(e: &Element) -> ElementId {
     (e.set, e.key.to_string())
-}
-
-/// What one Service's objects occupy: the names a later sync needs to take them
-/// away again, without the rules that made most of a fragment's memory.
-#[derive(Clone, Debug, Default)]
-struct Footprint {
-    chains: Vec<String>,
-    sets: Vec<String>,
-    elements: Vec<ElementId>,
-}
-
-impl Footprint {
-    fn of(f: &Fragment) -> Self {
-        Footprint {
-            chains: f.chains.iter().map(|c| c.name.clone()).collect(),
-            sets: f.sets.iter().map(|s| s.name.clone()).collect(),
-            elements: f.elements.iter().map(elem_id).collect(),
-        }
-    }
 }
 
 /// The Services that want one element, each with the value it wants, sorted by
@@ -179,59 +192,70 @@ impl Synced {
         self.family
     }
 
-    /// Service and endpoint chains we believe exist (flushed ones included).
-    pub fn chain_names(&self) -> impl Iterator<Item = &str> {
-        self.chains.keys().map(String::as_str)
-    }
-
     /// Records that `names` were deleted.
     pub fn chains_deleted<'a>(&mut self, names: impl IntoIterator<Item = &'a String>) {
         for n in names {
-            self.chains.remove(n);
+            self.chains.remove(&NameDigest::of(n));
         }
     }
 
-    /// Records that Service `name` wants `elements` (whose ids are `footprint`'s).
-    fn claim(&mut self, name: &NamespacedName, footprint: &Footprint, elements: &[Element]) {
-        for (id, e) in footprint.elements.iter().zip(elements) {
+    /// What the record says of chain `name`: absent, flushed (`Some(None)`) or
+    /// holding rules with this digest.
+    fn chain(&self, name: &str) -> Option<Option<RulesDigest>> {
+        self.chains.get(&NameDigest::of(name)).copied()
+    }
+
+    fn set_chain(&mut self, name: &str, state: Option<RulesDigest>) {
+        self.chains.insert(NameDigest::of(name), state);
+    }
+
+    /// The value text of the element the kernel holds for `id` (its winner's).
+    fn winner_text(&self, id: &ElementId) -> Option<String> {
+        self.claims.get(id).and_then(Owners::winner).map(value_text)
+    }
+
+    /// Records that Service `name` wants `elements`.
+    fn claim(&mut self, name: &NamespacedName, elements: &[Element]) {
+        for e in elements {
             self.claims
-                .entry(id.clone())
+                .entry(elem_id(e))
                 .or_default()
                 .insert(name.clone(), e.clone());
         }
     }
 
-    /// Plans a partial sync: each changed Service with its new objects (None: gone).
-    /// Updates the record as if the transaction succeeds; drop the record if it fails.
-    pub fn partial(&mut self, changes: Vec<(NamespacedName, Option<Fragment>)>) -> Plan {
+    /// Plans a partial sync: each changed Service with its objects as the last sync
+    /// wrote them and its new ones (None: none). Updates the record as if the
+    /// transaction succeeds; drop the record if it fails.
+    pub fn partial(&mut self, changes: Vec<(NamespacedName, Change)>) -> Plan {
         // Chains to write, with the digest of their new rules.
         let mut decl_chains: Vec<(Chain, RulesDigest)> = Vec::new();
         let mut new_sets: Vec<Set> = Vec::new();
         let mut flushes: Vec<String> = Vec::new();
         let mut dropped_sets: BTreeSet<String> = BTreeSet::new();
-        let mut touched: BTreeSet<ElementId> = BTreeSet::new();
+        // Each element touched, with what the kernel held before (its winner's value
+        // text), taken before this sync changes any claim on it.
+        let mut touched: BTreeMap<ElementId, Option<String>> = BTreeMap::new();
 
-        for (name, new) in changes {
-            let old = self.services.remove(&name).unwrap_or_default();
+        for (name, Change { old, new }) in changes {
+            let old = old.unwrap_or_default();
             let new = new.unwrap_or_default();
             // Chains.
             let new_names: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
             for c in &new.chains {
                 let digest = RulesDigest::of(&c.rules);
-                if self.chains.get(&c.name) != Some(&Some(digest)) {
+                if self.chain(&c.name) != Some(Some(digest)) {
                     decl_chains.push((c.clone(), digest));
                 }
             }
             for c in old
                 .chains
                 .iter()
-                .filter(|c| !new_names.contains(c.as_str()))
+                .filter(|c| !new_names.contains(c.name.as_str()))
             {
-                if let Some(slot) = self.chains.get_mut(c)
-                    && slot.is_some()
-                {
-                    *slot = None;
-                    flushes.push(c.clone());
+                if let Some(Some(_)) = self.chain(&c.name) {
+                    self.set_chain(&c.name, None);
+                    flushes.push(c.name.clone());
                 }
             }
             // Affinity sets.
@@ -245,26 +269,26 @@ impl Synced {
             for s in old
                 .sets
                 .iter()
-                .filter(|s| !new_set_names.contains(s.as_str()))
+                .filter(|s| !new_set_names.contains(s.name.as_str()))
             {
-                dropped_sets.insert(s.clone());
+                dropped_sets.insert(s.name.clone());
             }
             // Element claims.
-            for id in old.elements {
+            for id in old.elements.iter().chain(&new.elements).map(elem_id) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = touched.entry(id) {
+                    let held = self.winner_text(slot.key());
+                    slot.insert(held);
+                }
+            }
+            for id in old.elements.iter().map(elem_id) {
                 if let Some(owners) = self.claims.get_mut(&id) {
                     owners.remove(&name);
                     if owners.is_empty() {
                         self.claims.remove(&id);
                     }
                 }
-                touched.insert(id);
             }
-            let footprint = Footprint::of(&new);
-            self.claim(&name, &footprint, &new.elements);
-            touched.extend(footprint.elements.iter().cloned());
-            if !new.chains.is_empty() || !new.elements.is_empty() || !new.sets.is_empty() {
-                self.services.insert(name, footprint);
-            }
+            self.claim(&name, &new.elements);
         }
 
         // As upstream, every written chain gets `add` + `flush` + its rules, whether
@@ -280,30 +304,24 @@ impl Synced {
         let mut written = Vec::new();
         for (c, digest) in &decl_chains {
             tx.write_chain(c);
-            self.chains.insert(c.name.clone(), Some(*digest));
+            self.set_chain(&c.name, Some(*digest));
             written.push(c.name.clone());
         }
         for name in &flushes {
             tx.flush_chain(name);
         }
         let mut adds: Vec<Element> = Vec::new();
-        for id in touched {
+        for (id, have) in touched {
             let winner = self.claims.get(&id).and_then(Owners::winner);
-            let have = self.elements.get(&id);
             match (winner, have) {
                 (None, None) => {}
-                (None, Some(_)) => {
-                    tx.delete_element(id.0, &id.1);
-                    self.elements.remove(&id);
-                }
+                (None, Some(_)) => tx.delete_element(id.0, &id.1),
                 (Some(w), have) => {
-                    let want = value_text(w);
-                    if have != Some(&want) {
+                    if have.as_deref() != Some(value_text(w).as_str()) {
                         if have.is_some() {
                             tx.delete_element(id.0, &id.1);
                         }
                         adds.push(w.clone());
-                        self.elements.insert(id, want);
                     }
                 }
             }
