@@ -5,20 +5,23 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use kpr_model::Store;
+use kpr_source::TrackedDir;
 use tracing::{info, warn};
 
 /// Re-reads a manifest directory into a [`Store`].
 #[derive(Debug)]
 pub struct ManifestSource {
-    dir: PathBuf,
+    dir: TrackedDir,
     reported: HashSet<String>,
 }
 
 /// What a reload found.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Reload {
-    /// Files read.
+    /// Manifest files in the directory that could be read.
     pub files: usize,
+    /// Files decoded by this reload (only the changed ones, when that is enough).
+    pub decoded: usize,
     /// Problems found (all of them, including ones reported before).
     pub problems: usize,
 }
@@ -27,7 +30,7 @@ impl ManifestSource {
     /// A source over `dir`.
     pub fn new(dir: PathBuf) -> Self {
         Self {
-            dir,
+            dir: TrackedDir::new(dir),
             reported: HashSet::new(),
         }
     }
@@ -41,31 +44,23 @@ impl ManifestSource {
 
     /// The directory.
     pub fn dir(&self) -> &std::path::Path {
-        &self.dir
+        self.dir.dir()
     }
 
-    /// Reads the directory and replaces the store's objects with what it holds.
-    /// If the directory cannot be read at all, the store is left as it is (the rules
-    /// programmed from the last good read stay) and the error is returned.
+    /// Brings the store up to date with the directory (decoding only the files that
+    /// changed, when nothing else can be affected). If the directory cannot be read
+    /// at all, the store is left as it is (the rules programmed from the last good
+    /// read stay) and the error is returned.
     pub fn reload(&mut self, store: &mut Store) -> Result<Reload, kpr_source::SourceError> {
-        let set = kpr_source::load_dir(&self.dir)?;
-        let mut lines: Vec<String> = set.problems.iter().map(ToString::to_string).collect();
-        for p in store.replace_all_owned(set.objects) {
-            let origin = set
-                .origins
-                .get(&format!("{} {}", p.kind.as_str(), p.object))
-                .cloned()
-                .unwrap_or_else(|| self.dir.display().to_string());
-            lines.push(format!("{origin}: {p}"));
-        }
+        let read = self.dir.reload(store)?;
         let mut current = HashSet::new();
-        for line in &lines {
+        for line in &read.problems {
             if !self.reported.contains(line) {
                 warn!(problem = %line, "manifest problem; the object or field named is skipped");
             }
             current.insert(line.clone());
         }
-        for line in set.allocations {
+        for line in read.allocations {
             if !self.reported.contains(&line) {
                 info!(allocation = %line, "manifest source allocation");
             }
@@ -73,8 +68,9 @@ impl ManifestSource {
         }
         self.reported = current;
         Ok(Reload {
-            files: set.files,
-            problems: lines.len(),
+            files: read.files,
+            decoded: read.decoded,
+            problems: read.problems.len(),
         })
     }
 }

@@ -193,7 +193,12 @@ pub async fn run(parts: SyncLoop<'_>, shutdown: impl std::future::Future<Output 
                     match source.reload(&mut store) {
                         Ok(r) => {
                             reload_needed = false;
-                            info!(files = r.files, problems = r.problems, "manifests read");
+                            info!(
+                                files = r.files,
+                                decoded = r.decoded,
+                                problems = r.problems,
+                                "manifests read"
+                            );
                         }
                         Err(e) => {
                             error!(error = %e, "cannot read manifests; keeping the rules in place");

@@ -68,6 +68,17 @@ impl Store {
         self.services.len()
     }
 
+    /// The names of the objects of `kind` held: Services (proxied ones),
+    /// EndpointSlices, or v1 Endpoints (mirrored); none for other kinds.
+    pub fn names(&self, kind: ObjectKind) -> Box<dyn Iterator<Item = &NamespacedName> + '_> {
+        match kind {
+            ObjectKind::Service => Box::new(self.services.keys()),
+            ObjectKind::EndpointSlice => Box::new(self.slices.keys()),
+            ObjectKind::Endpoints => Box::new(self.mirrored.keys()),
+            ObjectKind::Node | ObjectKind::ServiceCidr => Box::new(std::iter::empty()),
+        }
+    }
+
     /// True if a snapshot would differ from the last one taken.
     pub fn has_pending_changes(&self) -> bool {
         !self.dirty.is_empty()

@@ -10,11 +10,13 @@ pub mod dir;
 mod json;
 pub mod manifest;
 pub mod problem;
+pub mod tracked;
 pub mod watch;
 
-pub use dir::{ManifestSet, SourceError, load_dir};
+pub use dir::{ManifestSet, Origin, SourceError, load_dir};
 pub use manifest::{
     Located, Object, Parsed, is_json, parse_json_file_each, parse_manifest, parse_manifest_each,
 };
 pub use problem::SourceProblem;
+pub use tracked::{Reread, TrackedDir};
 pub use watch::{DirWatcher, watch_dir};
