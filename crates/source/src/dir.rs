@@ -41,8 +41,6 @@ pub struct ManifestSet {
     pub origins: HashMap<String, Origin>,
     /// The manifest files found, in the order read.
     pub paths: Vec<PathBuf>,
-    /// Manifest files read (the others could not be opened).
-    pub files: usize,
     /// What each file of `paths` held, for [`crate::TrackedDir`].
     pub(crate) read: Vec<FileRead>,
 }
@@ -174,7 +172,6 @@ pub(crate) fn read_files(paths: Vec<PathBuf>) -> ManifestSet {
                 continue;
             }
         };
-        set.files += 1;
         set.read[file].readable = true;
         // Each object is taken as it is decoded (EndpointSlices and Endpoints
         // converted at once), so a file is never held decoded whole.

@@ -20,14 +20,14 @@ use kpr_model::{Change, NamespacedName, ObjectKind, Store};
 
 use crate::dir::{FileRead, ManifestSet, SourceError, key, key_hash, list_files, read_files};
 
-/// What identifies a file's content without reading it: size, change times and
-/// inode (an atomic replace is a new inode; an in-place write moves ctime).
+/// What identifies a file's content without reading it: size, inode and change
+/// time (an atomic replace is a new inode; a write, or setting the modification
+/// time, moves ctime, so mtime would add nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
     len: u64,
     ino: u64,
     dev: u64,
-    mtime: (i64, i64),
     ctime: (i64, i64),
 }
 
@@ -42,7 +42,6 @@ impl Stamp {
             len: m.len(),
             ino: m.ino(),
             dev: m.dev(),
-            mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
         })
     }
@@ -57,7 +56,7 @@ impl Stamp {
             return true;
         };
         let limit = (limit.as_secs() as i64, i64::from(limit.subsec_nanos()));
-        self.ctime >= limit || self.mtime >= limit
+        self.ctime >= limit
     }
 }
 
@@ -262,7 +261,6 @@ impl TrackedDir {
         let objects = std::mem::take(&mut set.objects);
         let model = store.replace_all_owned(objects);
         self.files.clear();
-        self.dir_lines.clear();
         self.allocations = std::mem::take(&mut set.allocations);
         let decoded = set.paths.len();
         self.dir_lines = self.remember(set, seen, model);
