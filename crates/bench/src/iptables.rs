@@ -76,7 +76,7 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
     row("full sync (ensure jumps + restore)", ms(median(full)));
     // One endpoint change and one new Service, end to end: store update, snapshot,
     // partial render, restore.
-    partial_syncs(args, shape, objs, |state| {
+    partial_syncs(args, shape, objs, "partial sync", |state| {
         let report = proxier.sync(state, false)?;
         Ok(Partial {
             full: report.full,

@@ -9,6 +9,7 @@ use std::time::Instant;
 use kpr_bench::generate::Shape;
 use kpr_iptables::apply::{Backend, Iptables};
 use kpr_iptables::exec::Runner;
+use kpr_ipvs::desired::Desired;
 use kpr_ipvs::device::Device;
 use kpr_ipvs::ipset::Ipset;
 use kpr_ipvs::links::Links;
@@ -60,6 +61,18 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
     if let Some(path) = &args.dump {
         std::fs::write(path, planned.dry_run())?;
     }
+    // What a partial sync plans: only the Services that changed (no kernel, so
+    // this runs on hosts without ip_vs too).
+    let mut desired = Desired::new(config.clone());
+    desired.update(family_state);
+    partial_syncs(args, shape, objs, "re-plan, no kernel", |state| {
+        let delta = desired.update(state);
+        Ok(Partial {
+            full: false,
+            services_changed: delta.services_replanned,
+            detail: Some(format!("{} virtual servers changed", delta.services.len())),
+        })
+    })?;
     if args.no_apply {
         return Ok(());
     }
@@ -131,14 +144,17 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
         "forced full sync (read all back, no change)",
         ms(median(full)),
     );
-    partial_syncs(args, shape, objs, |state| {
+    partial_syncs(args, shape, objs, "partial sync", |state| {
         let report = proxier.sync(state, false)?;
         Ok(Partial {
             full: report.full,
             services_changed: report.services_changed,
             detail: Some(format!(
-                "{} virtual servers, {} IPVS operations, {} bytes",
-                report.services_examined, report.operations, report.bytes
+                "{} re-planned, {} virtual servers, {} IPVS operations, {} bytes",
+                report.services_replanned,
+                report.services_examined,
+                report.operations,
+                report.bytes
             )),
         })
     })?;

@@ -182,6 +182,7 @@ fn partial_syncs(
     args: &Args,
     shape: &Shape,
     objs: &Objects,
+    what: &str,
     mut sync: impl FnMut(&FamilyState) -> anyhow::Result<Partial>,
 ) -> anyhow::Result<()> {
     let mut store = Store::new(NODE);
@@ -209,11 +210,14 @@ fn partial_syncs(
         detail = detail.or(report.detail);
         added.push(timed(new_service(shape, k))?.0);
     }
-    row("one endpoint change (partial sync)", ms(median(changed)));
+    row(
+        &format!("one endpoint change ({what})"),
+        ms(median(changed)),
+    );
     if let Some(d) = detail {
         row("  its transaction", d);
     }
-    row("one new Service (partial sync)", ms(median(added)));
+    row(&format!("one new Service ({what})"), ms(median(added)));
     Ok(())
 }
 

@@ -108,7 +108,7 @@ pub fn run(args: &Args, shape: &Shape, objs: &Objects, state: &ProxyState) -> an
     );
 
     let (mut kept, mut calls) = (None, 0usize);
-    partial_syncs(args, shape, objs, |state| {
+    partial_syncs(args, shape, objs, "partial sync", |state| {
         let report = proxier.sync(state, false)?;
         calls += 1;
         // Odd calls are endpoint changes: keep the last one's transaction for the

@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cleanup;
+pub mod desired;
 pub mod device;
 pub mod error;
 pub mod ipset;

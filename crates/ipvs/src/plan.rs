@@ -15,10 +15,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use kpr_model::{
     Endpoint, FamilyState, IpFamily, LocalDetector, Protocol, ServicePortName, ServicePortState,
-    SessionAffinity,
+    ServiceState, SessionAffinity,
 };
 
-use crate::rules::iptables_rules;
+use crate::desired::Desired;
 use crate::sets::{self, Set, SetEntries};
 use crate::types::{RealServer, ServiceFlags, ServiceKey, VirtualServer};
 
@@ -123,14 +123,39 @@ fn real_servers(port: &ServicePortState, only_local: bool) -> Vec<RealServer> {
     pick(port.cluster_endpoints().collect())
 }
 
+/// One frontend a Service port asks for: the virtual server, and whether its
+/// address goes on `kube-ipvs0`. Two Services may ask for one address:port; the
+/// first by name (then in the planner's order within the Service) gets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    /// The virtual server with its real servers.
+    pub(crate) planned: PlannedService,
+    /// Bind the address, if this claim wins.
+    pub(crate) bind: bool,
+}
+
+/// What one Service contributes to its family's plan, in the order the planner
+/// meets it (ports in spec order; per port the ClusterIP, external IPs,
+/// load-balancer IPs, NodePorts). [`crate::desired::Desired`] merges the pieces of
+/// every Service into the [`Plan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Piece {
+    /// The virtual servers it asks for.
+    pub(crate) claims: Vec<Claim>,
+    /// Its ipset entries (the same entry may come from several Services).
+    pub(crate) entries: Vec<(Set, String)>,
+    /// Its load-balancer frontends whose source ranges exclude the node.
+    pub(crate) out_filter: Vec<ServiceKey>,
+}
+
 struct Planner<'a> {
     config: &'a PlanConfig,
-    plan: Plan,
+    piece: Piece,
 }
 
 impl Planner<'_> {
     fn add(&mut self, set: Set, entry: String) {
-        self.plan.sets.entry(set).or_default().insert(entry);
+        self.piece.entries.push((set, entry));
     }
 
     fn virtual_server(
@@ -156,23 +181,15 @@ impl Planner<'_> {
             // Upstream hashes on the source port too with Maglev (`mh-port`).
             vs.flags |= ServiceFlags::SH_PORT;
         }
-        let key = vs.key();
-        if self.plan.services.contains_key(&key) {
-            // Two Services claiming one address:port: the first (by name) keeps it.
-            return;
-        }
-        if bind {
-            self.plan.bind.insert(address);
-        }
         let reals = real_servers(port, only_local);
-        self.plan.services.insert(
-            key,
-            PlannedService {
+        self.piece.claims.push(Claim {
+            planned: PlannedService {
                 vs,
                 reals,
                 service: info.name.clone(),
             },
-        );
+            bind,
+        });
     }
 
     fn service_port(&mut self, port: &ServicePortState) {
@@ -231,7 +248,7 @@ impl Planner<'_> {
                         sets::ip_port_ip(*ip, protocol, info.port, *ip),
                     );
                 } else {
-                    self.plan
+                    self.piece
                         .out_filter
                         .push(ServiceKey::new(*ip, protocol, info.port));
                 }
@@ -268,32 +285,25 @@ impl Planner<'_> {
     }
 }
 
-/// Plans one family: pure, deterministic (Services in name order, ports in spec
-/// order).
-pub fn plan(state: &FamilyState, config: &PlanConfig) -> Plan {
+/// What `svc` contributes to the plan under `config`.
+pub(crate) fn piece(svc: &ServiceState, config: &PlanConfig) -> Piece {
     let mut planner = Planner {
         config,
-        plan: Plan {
-            family: config.family,
-            services: BTreeMap::new(),
-            bind: BTreeSet::new(),
-            sets: sets::empty_sets(),
-            out_filter: Vec::new(),
-            iptables: String::new(),
-        },
+        piece: Piece::default(),
     };
-    for svc in state.services.values() {
-        for port in &svc.ports {
-            planner.service_port(port);
-        }
+    for port in &svc.ports {
+        planner.service_port(port);
     }
-    let mut plan = planner.plan;
-    let bound: BTreeSet<String> = plan.bind.iter().map(ToString::to_string).collect();
-    plan.sets.insert(Set::IpvsIps, bound);
-    plan.out_filter.sort();
-    plan.out_filter.dedup();
-    plan.iptables = iptables_rules(&plan.sets, &plan.out_filter, config);
-    plan
+    planner.piece
+}
+
+/// Plans one family: pure, deterministic (Services in name order, ports in spec
+/// order). A proxier keeps a [`crate::desired::Desired`] instead, which updates the
+/// plan for the Services that changed; this builds one from nothing.
+pub fn plan(state: &FamilyState, config: &PlanConfig) -> Plan {
+    let mut desired = Desired::new(config.clone());
+    desired.update(state);
+    desired.into_plan()
 }
 
 fn ipvsadm_service(key: &ServiceKey) -> String {

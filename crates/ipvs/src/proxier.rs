@@ -3,8 +3,10 @@
 //! restore`), the virtual and real servers (netlink batches), the iptables chains
 //! (one `iptables-restore`), then removes what is stale.
 //!
-//! Incremental: a normal sync diffs the new plan against the last applied one and
-//! touches only virtual servers whose plan changed. A full sync (the first, every
+//! Incremental: a normal sync re-plans only the Services that changed
+//! ([`Desired`]) and touches only the virtual servers, real servers, ipset entries
+//! and addresses their change touches (the iptables rules when they differ). A full
+//! sync (the first, every
 //! `syncPeriod`, after any failure) reads the kernel instead (every virtual server,
 //! every real server, the ipsets, the bound addresses) and repairs whatever differs,
 //! including changes made by hand.
@@ -25,11 +27,12 @@ use ipnet::IpNet;
 use kpr_iptables::apply::{ApplyError, Iptables};
 use kpr_model::{FamilyState, IpFamily, Protocol};
 
+use crate::desired::{Delta, Desired};
 use crate::error::IpvsError;
 use crate::ipset::{Ipset, IpsetError};
-use crate::plan::{Plan, PlanConfig, plan};
+use crate::plan::{Plan, PlanConfig};
 use crate::rules::JUMPS;
-use crate::sets::{self, SetEntries};
+use crate::sets;
 use crate::table::IpvsTable;
 use crate::types::{Operation, RealServer, ServiceKey, VirtualServer};
 
@@ -120,6 +123,9 @@ pub struct SyncReport {
     pub full: bool,
     /// Nothing changed and nothing was written.
     pub skipped: bool,
+    /// Services re-planned: those that changed since the last sync (every one the
+    /// first time or after a change of settings).
+    pub services_replanned: usize,
     /// Virtual servers whose real servers were compared.
     pub services_examined: usize,
     /// Services (by name) those virtual servers belong to.
@@ -140,7 +146,10 @@ pub struct FamilyProxier {
     links: Box<dyn Interfaces>,
     ipset: Ipset,
     ipt: Iptables,
-    last: Option<Plan>,
+    /// The plan, kept up to date Service by Service (None: plan from nothing).
+    desired: Option<Desired>,
+    /// The kernel holds `desired`'s plan (false: the next sync is full).
+    synced: bool,
     draining: BTreeMap<(ServiceKey, SocketAddr), Instant>,
     drain_limit: Duration,
 }
@@ -176,7 +185,8 @@ impl FamilyProxier {
             links,
             ipset,
             ipt,
-            last: None,
+            desired: None,
+            synced: false,
             draining: BTreeMap::new(),
             drain_limit: DRAIN_LIMIT,
         }
@@ -191,7 +201,8 @@ impl FamilyProxier {
     pub fn set_config(&mut self, config: PlanConfig) {
         if config != self.config {
             self.config = config;
-            self.last = None;
+            self.desired = None;
+            self.synced = false;
         }
     }
 
@@ -214,99 +225,104 @@ impl FamilyProxier {
     }
 
     /// Brings the kernel to `state`; `full` forces a read of the kernel.
+    ///
+    /// A partial sync re-plans only the Services that changed since the last sync
+    /// ([`Desired`]) and touches only what their change touches; a full one compares
+    /// the whole plan with what it reads from the kernel.
     pub fn sync(&mut self, state: &FamilyState, full: bool) -> Result<SyncReport, SyncError> {
         let now = Instant::now();
-        let full = full || self.last.is_none();
-        let wanted = plan(state, &self.config);
+        let full = full || !self.synced;
+        let mut desired = self
+            .desired
+            .take()
+            .unwrap_or_else(|| Desired::new(self.config.clone()));
+        let delta = desired.update(state);
         let mut report = SyncReport {
             full,
+            services_replanned: delta.services_replanned,
             ..SyncReport::default()
         };
-        if !full && self.draining.is_empty() && self.last.as_ref() == Some(&wanted) {
+        let result = if full {
+            self.apply_full(desired.plan(), now, &mut report)
+        } else if self.draining.is_empty() && delta.is_empty() {
             report.skipped = true;
-            return Ok(report);
-        }
-        // The last plan is moved out, not copied: it is replaced below either way.
-        let last = if full { None } else { self.last.take() };
-        let result = self.apply(&wanted, last.as_ref(), now, &mut report);
-        match result {
-            Ok(()) => self.last = Some(wanted),
-            Err(_) => self.last = None,
-        }
+            Ok(())
+        } else {
+            self.apply_delta(desired.plan(), &delta, now, &mut report)
+        };
+        self.desired = Some(desired);
+        self.synced = result.is_ok();
         report.draining = self.draining.len();
         result.map(|()| report)
     }
 
-    fn apply(
+    /// A partial sync: the kernel held the plan before `delta`; brings it to
+    /// `wanted` by what `delta` changed, in the order of [`Self::apply_full`].
+    fn apply_delta(
         &mut self,
         wanted: &Plan,
-        last: Option<&Plan>,
+        delta: &Delta,
         now: Instant,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
-        let family = self.config.family;
-        let full = last.is_none();
         self.links.ensure_dummy().map_err(SyncError::Device)?;
-
-        // ipsets first: the rules written below match on them.
-        let saved: SetEntries;
-        let current_sets = match last {
-            Some(l) => &l.sets,
-            None => {
-                saved = self.ipset.save(family)?;
-                &saved
-            }
-        };
-        let script = sets::restore_script(current_sets, &wanted.sets, family);
+        let script = delta.ipset_script(self.config.family);
         report.bytes += script.len();
         self.ipset.restore(&script)?;
 
-        // Virtual servers: create or update before binding their address.
-        let dumped: Vec<VirtualServer> = match last {
-            Some(_) => Vec::new(),
-            None => self
-                .table
-                .services()?
-                .into_iter()
-                .filter(|vs| IpFamily::of(&vs.address) == family)
-                .collect(),
-        };
-        let kernel: BTreeMap<ServiceKey, &VirtualServer> = match last {
-            Some(l) => l.services.iter().map(|(k, p)| (*k, &p.vs)).collect(),
-            None => dumped.iter().map(|vs| (vs.key(), vs)).collect(),
-        };
         let mut ops = Vec::new();
-        for (key, planned) in &wanted.services {
-            match kernel.get(key) {
-                None => ops.push(Operation::AddService(planned.vs.clone())),
-                Some(vs) if **vs != planned.vs => {
-                    ops.push(Operation::UpdateService(planned.vs.clone()))
+        for change in delta.services.values() {
+            match (&change.old, &change.new) {
+                (None, Some(new)) => ops.push(Operation::AddService(new.vs.clone())),
+                (Some(old), Some(new)) if old.vs != new.vs => {
+                    ops.push(Operation::UpdateService(new.vs.clone()))
                 }
-                Some(_) => {}
+                _ => {}
             }
         }
         let mut refused = self.send(&ops, report)?;
-
-        let read: BTreeSet<IpAddr>;
-        let bound = match last {
-            Some(l) => &l.bind,
-            None => {
-                read = self.links.bound(family).map_err(SyncError::Device)?;
-                &read
-            }
-        };
-        for ip in wanted.bind.difference(bound) {
+        for ip in &delta.bind_added {
             self.links.bind(*ip).map_err(SyncError::Device)?;
         }
 
-        // Real servers of the services whose plan changed (all on a full sync),
-        // and of those with real servers draining.
-        let mut examine: BTreeSet<ServiceKey> = wanted
+        let examine: BTreeSet<ServiceKey> = delta
             .services
             .iter()
-            .filter(|(k, p)| last.is_none_or(|l| l.services.get(k) != Some(*p)))
+            .filter(|(_, c)| c.new.is_some())
             .map(|(k, _)| *k)
             .collect();
+        refused.extend(self.real_servers_of(wanted, examine, now, report)?);
+
+        if delta.iptables_changed {
+            report.bytes += wanted.iptables.len();
+            self.ipt.restore(&wanted.iptables)?;
+        }
+
+        for ip in &delta.bind_removed {
+            self.links.unbind(*ip).map_err(SyncError::Device)?;
+        }
+        let stale: Vec<Operation> = delta
+            .services
+            .iter()
+            .filter(|(_, c)| c.new.is_none())
+            .filter(|(k, _)| !self.exclude.iter().any(|n| n.contains(&k.address)))
+            .map(|(k, _)| Operation::DeleteService(*k))
+            .collect();
+        self.draining
+            .retain(|(k, _), _| wanted.services.contains_key(k));
+        refused.extend(self.send(&stale, report)?);
+        refusal(refused)
+    }
+
+    /// Brings the real servers of `examine`, and of the virtual servers with real
+    /// servers draining, to `wanted`; returns the refusals.
+    fn real_servers_of(
+        &mut self,
+        wanted: &Plan,
+        mut examine: BTreeSet<ServiceKey>,
+        now: Instant,
+        report: &mut SyncReport,
+    ) -> Result<Vec<String>, SyncError> {
         examine.extend(
             self.draining
                 .keys()
@@ -324,15 +340,59 @@ impl FamilyProxier {
             let reals = &wanted.services[key].reals;
             self.real_server_changes(key, reals, now, &mut ops)?;
         }
-        refused.extend(self.send(&ops, report)?);
+        self.send(&ops, report)
+    }
 
-        if full {
-            self.ensure_jumps()?;
+    /// A full sync: reads the ipsets, virtual servers and bound addresses from the
+    /// kernel, brings them to `wanted`, and compares every real server.
+    fn apply_full(
+        &mut self,
+        wanted: &Plan,
+        now: Instant,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        let family = self.config.family;
+        self.links.ensure_dummy().map_err(SyncError::Device)?;
+
+        // ipsets first: the rules written below match on them.
+        let current_sets = self.ipset.save(family)?;
+        let script = sets::restore_script(&current_sets, &wanted.sets, family);
+        report.bytes += script.len();
+        self.ipset.restore(&script)?;
+
+        // Virtual servers: create or update before binding their address.
+        let dumped: Vec<VirtualServer> = self
+            .table
+            .services()?
+            .into_iter()
+            .filter(|vs| IpFamily::of(&vs.address) == family)
+            .collect();
+        let kernel: BTreeMap<ServiceKey, &VirtualServer> =
+            dumped.iter().map(|vs| (vs.key(), vs)).collect();
+        let mut ops = Vec::new();
+        for (key, planned) in &wanted.services {
+            match kernel.get(key) {
+                None => ops.push(Operation::AddService(planned.vs.clone())),
+                Some(vs) if **vs != planned.vs => {
+                    ops.push(Operation::UpdateService(planned.vs.clone()))
+                }
+                Some(_) => {}
+            }
         }
-        if last.is_none_or(|l| l.iptables != wanted.iptables) {
-            report.bytes += wanted.iptables.len();
-            self.ipt.restore(&wanted.iptables)?;
+        let mut refused = self.send(&ops, report)?;
+
+        let bound = self.links.bound(family).map_err(SyncError::Device)?;
+        for ip in wanted.bind.difference(&bound) {
+            self.links.bind(*ip).map_err(SyncError::Device)?;
         }
+
+        // Every virtual server's real servers.
+        let examine: BTreeSet<ServiceKey> = wanted.services.keys().copied().collect();
+        refused.extend(self.real_servers_of(wanted, examine, now, report)?);
+
+        self.ensure_jumps()?;
+        report.bytes += wanted.iptables.len();
+        self.ipt.restore(&wanted.iptables)?;
 
         // Only now that the rules no longer refer to them: stale addresses and
         // virtual servers.
@@ -348,14 +408,7 @@ impl FamilyProxier {
         self.draining
             .retain(|(k, _), _| wanted.services.contains_key(k));
         refused.extend(self.send(&stale, report)?);
-
-        match refused.first() {
-            None => Ok(()),
-            Some(first) => Err(SyncError::Refused {
-                count: refused.len(),
-                first: first.clone(),
-            }),
-        }
+        refusal(refused)
     }
 
     /// Sends a batch; returns the refusals as messages (missing objects when
@@ -432,6 +485,17 @@ impl FamilyProxier {
         self.ipt
             .ensure_jumps(&JUMPS, &["nat", "filter"], false)
             .map(|_| ())
+    }
+}
+
+/// The error for IPVS changes the kernel refused, if any.
+fn refusal(refused: Vec<String>) -> Result<(), SyncError> {
+    match refused.first() {
+        None => Ok(()),
+        Some(first) => Err(SyncError::Refused {
+            count: refused.len(),
+            first: first.clone(),
+        }),
     }
 }
 

@@ -357,3 +357,45 @@ fn service_removal() {
     assert!(!sets["KUBE-IPVS-IPS"].contains("10.96.0.11"));
     assert!(!sets["KUBE-CLUSTER-IP"].contains("10.96.0.11,tcp:80"));
 }
+
+/// One endpoint change among 40 Services: the partial sync re-plans that Service
+/// only, examines its one virtual server, adds one real server, writes no ipset
+/// entry and no iptables rule; the kernel then matches a full plan.
+#[test]
+fn endpoint_change_touches_one_service() {
+    let (mut rig, table, tools) = rig_with(FakeTable::default());
+    let build = |extra: bool| {
+        let mut all = Objects::default();
+        for i in 0..40 {
+            let mut eps = vec!["10.244.1.5"];
+            if extra && i == 17 {
+                eps.push("10.244.1.9");
+            }
+            let one = service(
+                &format!("s{i:02}"),
+                &format!("10.96.0.{}", 10 + i),
+                "TCP",
+                &eps,
+            );
+            all.services.extend(one.services);
+            all.slices.extend(one.slices);
+        }
+        all
+    };
+    rig.sync(&build(false), false);
+    let restores = tools.iptables.restores().len();
+    let r = rig.sync(&build(true), false);
+    assert!(!r.full && !r.skipped, "{r:?}");
+    assert_eq!(r.services_replanned, 1, "{r:?}");
+    assert_eq!((r.services_examined, r.services_changed), (1, 1), "{r:?}");
+    assert_eq!(r.operations, 1, "{r:?}");
+    assert_eq!(r.bytes, 0, "no ipset or iptables input: {r:?}");
+    assert_eq!(tools.iptables.restores().len(), restores);
+    assert_eq!(
+        weights(&table, &key("10.96.0.27", Protocol::Tcp)),
+        vec![(addr("10.244.1.5:8080"), 1), (addr("10.244.1.9:8080"), 1)]
+    );
+    // A forced full sync now finds nothing to do.
+    let full = rig.sync(&build(true), true);
+    assert!(full.full && full.operations == 0, "{full:?}");
+}

@@ -34,5 +34,7 @@ pub use name::{IpFamily, NamespacedName, Protocol, ServicePortName, join_host_po
 pub use node::NodeInfo;
 pub use problem::{ObjectKind, Problem};
 pub use service::{ServicePortInfo, SessionAffinity};
-pub use state::{FamilyState, ProxyState, Route, ServicePortState, ServiceState, Traffic};
+pub use state::{
+    FamilyState, ProxyState, Route, ServiceMap, ServicePortState, ServiceState, Traffic,
+};
 pub use store::Store;

@@ -33,6 +33,7 @@ impl FamilyProxy for FamilyProxier {
                 services_changed: r.services_changed,
                 bytes: r.bytes,
                 counters: vec![
+                    ("services_replanned", r.services_replanned as u64),
                     ("ipvs_operations", r.operations as u64),
                     ("real_servers_draining", r.draining as u64),
                 ],
