@@ -133,8 +133,8 @@ impl ServerObserver {
                         wanted
                             .entry(SocketAddr::new(ip, hc))
                             .or_insert_with(|| HealthCheck {
-                                namespace: svc.name.namespace.clone(),
-                                name: svc.name.name.clone(),
+                                namespace: svc.name.namespace.to_string(),
+                                name: svc.name.name.to_string(),
                                 local_endpoints: 0,
                             });
                     // Upstream's LocalReadyEndpoints: summed over the Service's ports.

@@ -65,8 +65,8 @@ impl WatchedKind {
         match self {
             Self::Services => Change::ServiceDelete(key),
             Self::EndpointSlices => Change::SliceDelete(key),
-            Self::Node => Change::NodeDelete(key.name),
-            Self::ServiceCidrs => Change::ServiceCidrDelete(key.name),
+            Self::Node => Change::NodeDelete(key.name.to_string()),
+            Self::ServiceCidrs => Change::ServiceCidrDelete(key.name.to_string()),
         }
     }
 }

@@ -409,7 +409,7 @@ impl Pump {
             .into_iter()
             .map(|(key, resource_version, reason)| {
                 let object = if key.namespace.is_empty() {
-                    key.name
+                    key.name.to_string()
                 } else {
                     key.to_string()
                 };

@@ -422,7 +422,7 @@ async fn malformed_object_never_ends_the_stream() {
     let web = state.families[0]
         .services
         .keys()
-        .find(|n| n.name == "web")
+        .find(|n| &*n.name == "web")
         .cloned();
     assert!(web.is_some(), "the last good ns/web stays");
     assert!(!c.changes.iter().any(|l| l == "service- ns/web"));

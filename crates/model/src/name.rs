@@ -4,22 +4,28 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A namespaced object name, displayed as `namespace/name`.
+///
+/// Both parts are shared strings: a clone (the store, every snapshot, the data
+/// planes' records hold several per Service) copies two pointers instead of
+/// allocating, and a namespace is one allocation for all its objects
+/// ([`crate::intern`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NamespacedName {
     /// The namespace (never empty for namespaced objects; manifests default it to `default`).
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The object name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl NamespacedName {
     /// Builds a name from its two parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
         Self {
-            namespace: namespace.into(),
-            name: name.into(),
+            namespace: crate::intern::intern(namespace.as_ref()),
+            name: Arc::from(name.as_ref()),
         }
     }
 }

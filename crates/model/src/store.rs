@@ -32,7 +32,7 @@ pub struct Store {
     mirrored: HashMap<NamespacedName, Vec<SliceInfo>>,
     /// Slice names per Service, sorted (a Vec: almost every Service has one slice,
     /// and a `BTreeSet` allocates room for eleven).
-    slices_by_service: HashMap<NamespacedName, Vec<String>>,
+    slices_by_service: HashMap<NamespacedName, Vec<Arc<str>>>,
     dirty: HashSet<NamespacedName>,
     resolved: [Arc<BTreeMap<NamespacedName, Arc<ServiceState>>>; 2],
     service_cidrs: BTreeMap<String, Vec<ipnet::IpNet>>,
@@ -261,7 +261,7 @@ impl Store {
 
     fn unlink_slice(&mut self, service: &NamespacedName, slice_name: &str) {
         if let Some(set) = self.slices_by_service.get_mut(service) {
-            if let Ok(at) = set.binary_search_by(|n| n.as_str().cmp(slice_name)) {
+            if let Ok(at) = set.binary_search_by(|n| (**n).cmp(slice_name)) {
                 set.remove(at);
             }
             if set.is_empty() {
