@@ -147,11 +147,6 @@ impl Desired {
         }
     }
 
-    /// The settings planned with.
-    pub fn config(&self) -> &PlanConfig {
-        &self.config
-    }
-
     /// The plan as of the last update.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -266,7 +261,7 @@ impl Desired {
             Some(value) => *self.shared.entry((set, value)).or_insert(1) += 1,
             None => {
                 if let Some(copy) = copy {
-                    log.added(set, &copy);
+                    log.added(set, copy);
                 }
             }
         }
@@ -283,7 +278,7 @@ impl Desired {
         }
         let (set, value) = entry;
         if self.plan.sets.entry(set).or_default().remove(&value) {
-            log.removed(set, &value);
+            log.removed(set, value);
         }
     }
 
@@ -358,14 +353,18 @@ impl Desired {
             }
             let ipvs_ips = self.plan.sets.entry(Set::IpvsIps).or_default();
             if wanted && self.plan.bind.insert(ip) {
-                ipvs_ips.insert(ip.to_string());
-                log.added(Set::IpvsIps, &ip.to_string());
+                let text = ip.to_string();
+                if log.record {
+                    log.added(Set::IpvsIps, text.clone());
+                }
+                ipvs_ips.insert(text);
                 if log.record {
                     delta.bind_added.push(ip);
                 }
             } else if !wanted && self.plan.bind.remove(&ip) {
-                ipvs_ips.remove(&ip.to_string());
-                log.removed(Set::IpvsIps, &ip.to_string());
+                let text = ip.to_string();
+                ipvs_ips.remove(&text);
+                log.removed(Set::IpvsIps, text);
                 if log.record {
                     delta.bind_removed.push(ip);
                 }
@@ -398,18 +397,18 @@ impl EntryLog {
         }
     }
 
-    fn added(&mut self, set: Set, value: &str) {
+    fn added(&mut self, set: Set, value: String) {
         if self.record {
-            let entry = (set, value.to_string());
+            let entry = (set, value);
             if !self.removed.remove(&entry) {
                 self.added.insert(entry);
             }
         }
     }
 
-    fn removed(&mut self, set: Set, value: &str) {
+    fn removed(&mut self, set: Set, value: String) {
         if self.record {
-            let entry = (set, value.to_string());
+            let entry = (set, value);
             if !self.added.remove(&entry) {
                 self.removed.insert(entry);
             }

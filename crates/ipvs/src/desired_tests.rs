@@ -104,17 +104,7 @@ fn service_yaml(i: usize, rng: &mut Rng) -> String {
 /// The Services as objects for the store.
 fn objects_of(services: &BTreeMap<usize, String>) -> Objects {
     let text = services.values().cloned().collect::<Vec<_>>().join("---\n");
-    let parsed = kpr_source::parse_manifest(&text, "test.yaml");
-    assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
-    let mut objects = Objects::default();
-    for o in parsed.objects {
-        match o.object {
-            kpr_source::Object::Service(s) => objects.services.push(*s),
-            kpr_source::Object::EndpointSlice(s) => objects.slices.push(*s),
-            _ => {}
-        }
-    }
-    objects
+    crate::test_objects::from_yaml(&text)
 }
 
 #[test]

@@ -66,6 +66,9 @@ pub mod table;
 pub mod types;
 pub mod view;
 
+#[cfg(test)]
+mod test_objects;
+
 /// The sysctls IPVS mode sets at start in every case, as `/proc/sys` paths and
 /// values (upstream's `proxier.go`): conntrack for IPVS (the masquerade rules and
 /// replies bridged back to a pod on the same node need it), and expiring the

@@ -6,8 +6,7 @@
 //! Incremental: a normal sync re-plans only the Services that changed
 //! ([`Desired`]) and touches only the virtual servers, real servers, ipset entries
 //! and addresses their change touches (the iptables rules when they differ). A full
-//! sync (the first, every
-//! `syncPeriod`, after any failure) reads the kernel instead (every virtual server,
+//! sync (the first, every `syncPeriod`, after any failure) reads the kernel instead (every virtual server,
 //! every real server, the ipsets, the bound addresses) and repairs whatever differs,
 //! including changes made by hand.
 //!
@@ -298,15 +297,32 @@ impl FamilyProxier {
             self.ipt.restore(&wanted.iptables)?;
         }
 
-        for ip in &delta.bind_removed {
-            self.links.unbind(*ip).map_err(SyncError::Device)?;
-        }
-        let stale: Vec<Operation> = delta
+        let gone = delta
             .services
             .iter()
             .filter(|(_, c)| c.new.is_none())
-            .filter(|(k, _)| !self.exclude.iter().any(|n| n.contains(&k.address)))
-            .map(|(k, _)| Operation::DeleteService(*k))
+            .map(|(k, _)| *k);
+        self.remove_stale(wanted, &delta.bind_removed, gone, refused, report)
+    }
+
+    /// The end of every sync, once the rules no longer refer to them: unbinds
+    /// `unbind`, deletes the virtual servers `gone` (but those in
+    /// `--ipvs-exclude-cidrs`), and forgets draining real servers of deleted ones.
+    /// Returns the sync's result given the refusals so far.
+    fn remove_stale(
+        &mut self,
+        wanted: &Plan,
+        unbind: &[IpAddr],
+        gone: impl Iterator<Item = ServiceKey>,
+        mut refused: Vec<String>,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        for ip in unbind {
+            self.links.unbind(*ip).map_err(SyncError::Device)?;
+        }
+        let stale: Vec<Operation> = gone
+            .filter(|k| !self.exclude.iter().any(|n| n.contains(&k.address)))
+            .map(Operation::DeleteService)
             .collect();
         self.draining
             .retain(|(k, _), _| wanted.services.contains_key(k));
@@ -394,21 +410,13 @@ impl FamilyProxier {
         report.bytes += wanted.iptables.len();
         self.ipt.restore(&wanted.iptables)?;
 
-        // Only now that the rules no longer refer to them: stale addresses and
-        // virtual servers.
-        for ip in bound.difference(&wanted.bind) {
-            self.links.unbind(*ip).map_err(SyncError::Device)?;
-        }
-        let stale: Vec<Operation> = kernel
+        let unbind: Vec<IpAddr> = bound.difference(&wanted.bind).copied().collect();
+        let gone: Vec<ServiceKey> = kernel
             .keys()
             .filter(|k| !wanted.services.contains_key(k))
-            .filter(|k| !self.exclude.iter().any(|n| n.contains(&k.address)))
-            .map(|k| Operation::DeleteService(*k))
+            .copied()
             .collect();
-        self.draining
-            .retain(|(k, _), _| wanted.services.contains_key(k));
-        refused.extend(self.send(&stale, report)?);
-        refusal(refused)
+        self.remove_stale(wanted, &unbind, gone.into_iter(), refused, report)
     }
 
     /// Sends a batch; returns the refusals as messages (missing objects when

@@ -84,17 +84,7 @@ fn service(name: &str, ip: &str, proto: &str, eps: &[&str]) -> Objects {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let parsed = kpr_source::parse_manifest(&yaml, "test.yaml");
-    assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
-    let mut objects = Objects::default();
-    for o in parsed.objects {
-        match o.object {
-            kpr_source::Object::Service(s) => objects.services.push(*s),
-            kpr_source::Object::EndpointSlice(s) => objects.slices.push(*s),
-            _ => {}
-        }
-    }
-    objects
+    crate::test_objects::from_yaml(&yaml)
 }
 
 impl Rig {
