@@ -5,10 +5,10 @@
 //!
 //! Incremental: a normal sync re-plans only the Services that changed
 //! ([`Desired`]) and touches only the virtual servers, real servers, ipset entries
-//! and addresses their change touches (the iptables rules when they differ). A full
-//! sync (the first, every `syncPeriod`, after any failure) reads the kernel instead (every virtual server,
-//! every real server, the ipsets, the bound addresses) and repairs whatever differs,
-//! including changes made by hand.
+//! and addresses their change touches (the iptables rules when they differ). A
+//! full sync (the first, every `syncPeriod`, after any failure) reads the kernel
+//! instead (every virtual server, every real server, the ipsets, the bound
+//! addresses) and repairs whatever differs, including changes made by hand.
 //!
 //! Graceful termination, as upstream but without its restart bugs: a removed TCP
 //! real server that still has connections gets weight 0 and is deleted once its
