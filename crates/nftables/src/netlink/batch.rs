@@ -359,7 +359,7 @@ impl Encoder<'_> {
                 self.buf.bytes_attr(13, &ud);
                 self.buf.end_msg();
 
-                self.anon_elements(&name, id, elements.len(), |buf, i| {
+                self.anon_elements(id, elements.len(), |buf, i| {
                     let (key, end) = &elements[i];
                     if *end {
                         buf.u32_attr(3, 1); // NFT_SET_ELEM_INTERVAL_END
@@ -383,7 +383,7 @@ impl Encoder<'_> {
                 self.buf.bytes_attr(13, &NUMGEN_MAP);
                 self.buf.end_msg();
 
-                self.anon_elements(&name, id, chains.len(), |buf, i| {
+                self.anon_elements(id, chains.len(), |buf, i| {
                     buf.data_attr(1, 1, &(i as u32).to_ne_bytes());
                     buf.begin_nest(2);
                     expr::goto_data(buf, &chains[i]);
@@ -394,18 +394,19 @@ impl Encoder<'_> {
         AnonRef { id, name }
     }
 
-    /// The elements of anonymous set `name` (`id` in this batch), one message:
+    /// The elements of the anonymous set `id` of this batch, one message:
     /// `element(buf, i)` writes element `i` inside its nest.
     fn anon_elements(
         &mut self,
-        name: &str,
         id: u32,
         count: usize,
         mut element: impl FnMut(&mut Buf, usize),
     ) {
         self.begin(NEWSETELEM, F_REQUEST | F_CREATE);
         self.table();
-        self.buf.str_attr(2, name);
+        // By batch id only: given a name, the kernel first looks the set up by it,
+        // walking the table's whole list of sets (the new set is last), once per
+        // anonymous set (8% of a full load at 4,000 and 10,000 Services).
         self.buf.u32_attr(4, id);
         self.buf.begin_nest(3);
         for i in 0..count {
