@@ -396,12 +396,7 @@ impl Encoder<'_> {
 
     /// The elements of the anonymous set `id` of this batch, one message:
     /// `element(buf, i)` writes element `i` inside its nest.
-    fn anon_elements(
-        &mut self,
-        id: u32,
-        count: usize,
-        mut element: impl FnMut(&mut Buf, usize),
-    ) {
+    fn anon_elements(&mut self, id: u32, count: usize, mut element: impl FnMut(&mut Buf, usize)) {
         self.begin(NEWSETELEM, F_REQUEST | F_CREATE);
         self.table();
         // By batch id only: given a name, the kernel first looks the set up by it,

@@ -13,11 +13,11 @@
 //!
 //! [`FULL_SYNC_BATCH_OPS`]: super::FULL_SYNC_BATCH_OPS
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use kpr_model::NamespacedName;
 
-use super::{DIFFED_SETS, ElementId, RulesDigest, Synced, endpoint_chain_reusable, value_text};
+use super::{DIFFED_SETS, ElementId, Synced, endpoint_chain_reusable, value_text};
 use crate::listing::Listing;
 use crate::names::*;
 use crate::objects::{Element, Family};
@@ -165,7 +165,7 @@ impl Synced {
         let mut synced = Synced {
             family,
             claims: HashMap::new(),
-            chains: HashMap::new(),
+            flushed: HashSet::new(),
             affinity_sets: HashMap::new(),
         };
 
@@ -192,13 +192,21 @@ impl Synced {
         }
         out.maybe_cut()?;
 
-        // First pass: declarations, footprints and element claims. An endpoint chain
-        // already in the kernel on the first sync is kept as it is.
+        // The kernel's Service and endpoint chains that no Service wants: those the
+        // first pass does not name.
+        let mut unwanted: HashSet<&str> = listing
+            .chains
+            .iter()
+            .filter(|n| is_service_chain(n))
+            .map(String::as_str)
+            .collect();
+
+        // First pass: declarations and element claims. An endpoint chain already in
+        // the kernel on the first sync is kept as it is.
         for (name, f) in services() {
             for c in &f.chains {
-                if first && endpoint_chain_reusable(c, listing) {
-                    synced.set_chain(&c.name, Some(RulesDigest::of(&c.rules)));
-                } else {
+                unwanted.remove(c.name.as_str());
+                if !(first && endpoint_chain_reusable(c, listing)) {
                     out.tx().add_chain(c);
                 }
             }
@@ -214,11 +222,9 @@ impl Synced {
         // Second pass: the chains' contents, whole Services per transaction.
         for (_, f) in services() {
             for c in f.chains {
-                if synced.chain(&c.name).is_some() {
-                    continue; // kept from the kernel
+                if !(first && endpoint_chain_reusable(&c, listing)) {
+                    out.tx().write_chain_owned(c);
                 }
-                synced.set_chain(&c.name, Some(RulesDigest::of(&c.rules)));
-                out.tx().write_chain_owned(c);
             }
             out.maybe_cut()?;
         }
@@ -226,12 +232,14 @@ impl Synced {
 
         // The rest: flushes, elements, set deletions.
         let mut newly_stale = Vec::new();
-        for name in listing.chains.iter().filter(|n| is_service_chain(n)) {
-            if synced.chain(name).is_none() {
-                out.tx().flush_chain(name);
-                synced.set_chain(name, None);
-                newly_stale.push(name.clone());
-            }
+        for name in listing
+            .chains
+            .iter()
+            .filter(|n| unwanted.contains(n.as_str()))
+        {
+            out.tx().flush_chain(name);
+            synced.flushed.insert(name.clone());
+            newly_stale.push(name.clone());
         }
 
         // `nodeport-ips` is rewritten whole; when unused it is removed.
@@ -312,10 +320,5 @@ impl Synced {
             Ok((synced, report)) => (synced, report, txs),
             Err(never) => match never {},
         }
-    }
-
-    /// True if `chain` was flushed (no longer used) and waits for deletion.
-    pub fn is_flushed(&self, chain: &str) -> bool {
-        self.chain(chain) == Some(None)
     }
 }

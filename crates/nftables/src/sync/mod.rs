@@ -14,7 +14,7 @@
 //! external IP and port, say); the first by name wins, as a full sync would decide,
 //! and the other takes over when the first lets go.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use kpr_model::NamespacedName;
 
@@ -46,18 +46,19 @@ type ElementId = (&'static str, String);
 /// What each Service occupies is not kept: a partial sync is given the Service's
 /// objects as the last sync rendered them (the caller renders its last state
 /// again), which costs a render of the changed Services instead of the names of
-/// every object of every Service (at 50,000 Services, 46 MB).
+/// every object of every Service (at 50,000 Services, 46 MB). Nor are the chains in
+/// use: each belongs to one Service (its name says which), so the Service's last
+/// objects tell which of its chains the kernel holds and with what rules. A record
+/// of 128-bit digests of every chain's name and rules took 35 MB at 50,000 Services
+/// (567,000 chains).
 #[derive(Clone, Debug)]
 pub struct Synced {
     family: Family,
     /// Who wants which element, with what value. The winner of each is what the
     /// kernel holds (the diffed maps' elements).
     claims: HashMap<ElementId, Owners>,
-    /// Service and endpoint chains in the kernel, by a digest of their name, and a
-    /// digest of their rules (None: flushed). Digests, not copies: at 50,000
-    /// Services this is 567,000 chains, whose names alone took 84 MB with the
-    /// table, and whose rules are needed only to tell whether a chain changed.
-    chains: HashMap<NameDigest, Option<RulesDigest>>,
+    /// Service and endpoint chains flushed (used by no Service) and not yet deleted.
+    flushed: HashSet<String>,
     /// Affinity sets in the kernel.
     affinity_sets: HashMap<String, Set>,
 }
@@ -85,46 +86,6 @@ pub struct Plan {
     pub newly_stale: Vec<String>,
     /// Chains written by this sync (no longer stale if they were).
     pub written: Vec<String>,
-}
-
-/// Two SipHash passes of `value` with different keys: 128 bits (the std hasher,
-/// whose output is fixed within a process, which is all a comparison with the last
-/// sync needs). The first half is never zero, so that an `Option` of a digest costs
-/// nothing more.
-fn digest128(value: &(impl std::hash::Hash + ?Sized)) -> (std::num::NonZeroU64, u64) {
-    use std::hash::{Hash, Hasher};
-    let pass = |key: u8| {
-        let mut h = std::hash::DefaultHasher::new();
-        key.hash(&mut h);
-        value.hash(&mut h);
-        h.finish()
-    };
-    let first = std::num::NonZeroU64::new(pass(0)).unwrap_or(std::num::NonZeroU64::MIN);
-    (first, pass(1))
-}
-
-/// A 128-bit digest of a chain's rules. A false "unchanged" would need a 128-bit
-/// collision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RulesDigest(std::num::NonZeroU64, u64);
-
-impl RulesDigest {
-    fn of(rules: &[Rule]) -> Self {
-        let (a, b) = digest128(rules);
-        Self(a, b)
-    }
-}
-
-/// A 128-bit digest of a chain's name, the record's key for it. Two chains of one
-/// table would have to collide in 128 bits to be confused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct NameDigest(std::num::NonZeroU64, u64);
-
-impl NameDigest {
-    fn of(name: &str) -> Self {
-        let (a, b) = digest128(name);
-        Self(a, b)
-    }
 }
 
 fn value_text(e: &Element) -> String {
@@ -178,12 +139,15 @@ fn endpoint_chain_reusable(chain: &Chain, listing: &Listing) -> bool {
     let Some(base) = chain.name.strip_prefix(ENDPOINT_PREFIX) else {
         return false;
     };
+    if !listing.chains.contains(&chain.name) {
+        return false;
+    }
     let affinity_set = format!("{AFFINITY_PREFIX}{base}");
     let uses_affinity = chain
         .rules
         .iter()
         .any(|r| matches!(r, Rule::AffinityUpdate(_)));
-    listing.chains.contains(&chain.name) && listing.sets.contains(&affinity_set) == uses_affinity
+    listing.sets.contains(&affinity_set) == uses_affinity
 }
 
 impl Synced {
@@ -195,18 +159,13 @@ impl Synced {
     /// Records that `names` were deleted.
     pub fn chains_deleted<'a>(&mut self, names: impl IntoIterator<Item = &'a String>) {
         for n in names {
-            self.chains.remove(&NameDigest::of(n));
+            self.flushed.remove(n);
         }
     }
 
-    /// What the record says of chain `name`: absent, flushed (`Some(None)`) or
-    /// holding rules with this digest.
-    fn chain(&self, name: &str) -> Option<Option<RulesDigest>> {
-        self.chains.get(&NameDigest::of(name)).copied()
-    }
-
-    fn set_chain(&mut self, name: &str, state: Option<RulesDigest>) {
-        self.chains.insert(NameDigest::of(name), state);
+    /// True if `chain` was flushed (no longer used) and waits for deletion.
+    pub fn is_flushed(&self, chain: &str) -> bool {
+        self.flushed.contains(chain)
     }
 
     /// The value text of the element the kernel holds for `id` (its winner's).
@@ -228,8 +187,8 @@ impl Synced {
     /// wrote them and its new ones (None: none). Updates the record as if the
     /// transaction succeeds; drop the record if it fails.
     pub fn partial(&mut self, changes: Vec<(NamespacedName, Change)>) -> Plan {
-        // Chains to write, with the digest of their new rules.
-        let mut decl_chains: Vec<(Chain, RulesDigest)> = Vec::new();
+        // Chains to write.
+        let mut decl_chains: Vec<Chain> = Vec::new();
         let mut new_sets: Vec<Set> = Vec::new();
         let mut flushes: Vec<String> = Vec::new();
         let mut dropped_sets: BTreeSet<String> = BTreeSet::new();
@@ -241,20 +200,25 @@ impl Synced {
             let old = old.unwrap_or_default();
             let new = new.unwrap_or_default();
             // Chains.
-            let new_names: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
+            // The kernel holds the old chains with their old rules: a chain is
+            // flushed only once its Service lets it go, so none of them is.
+            let held: HashMap<&str, &[Rule]> = old
+                .chains
+                .iter()
+                .map(|c| (c.name.as_str(), c.rules.as_slice()))
+                .collect();
             for c in &new.chains {
-                let digest = RulesDigest::of(&c.rules);
-                if self.chain(&c.name) != Some(Some(digest)) {
-                    decl_chains.push((c.clone(), digest));
+                if held.get(c.name.as_str()) != Some(&c.rules.as_slice()) {
+                    decl_chains.push(c.clone());
                 }
             }
+            let new_names: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
             for c in old
                 .chains
                 .iter()
                 .filter(|c| !new_names.contains(c.name.as_str()))
             {
-                if let Some(Some(_)) = self.chain(&c.name) {
-                    self.set_chain(&c.name, None);
+                if self.flushed.insert(c.name.clone()) {
                     flushes.push(c.name.clone());
                 }
             }
@@ -294,7 +258,7 @@ impl Synced {
         // As upstream, every written chain gets `add` + `flush` + its rules, whether
         // or not we believe it exists: the kernel ends up right either way.
         let mut tx = Transaction::new(self.family);
-        for (c, _) in &decl_chains {
+        for c in &decl_chains {
             tx.add_chain(c);
         }
         for s in &new_sets {
@@ -302,9 +266,9 @@ impl Synced {
             self.affinity_sets.insert(s.name.clone(), s.clone());
         }
         let mut written = Vec::new();
-        for (c, digest) in &decl_chains {
+        for c in &decl_chains {
             tx.write_chain(c);
-            self.set_chain(&c.name, Some(*digest));
+            self.flushed.remove(&c.name);
             written.push(c.name.clone());
         }
         for name in &flushes {
