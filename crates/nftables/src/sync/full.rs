@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use kpr_model::NamespacedName;
 
-use super::{DIFFED_SETS, ElementId, Synced, endpoint_chain_reusable, value_text};
+use super::{DIFFED_SETS, Synced, endpoint_chain_reusable, parse_key};
 use crate::listing::Listing;
 use crate::names::*;
 use crate::objects::{Element, Family};
@@ -257,31 +257,33 @@ impl Synced {
         }
 
         // Elements: diff the winners against the kernel.
-        let mut adds: Vec<(&ElementId, &Element)> = Vec::new();
+        // Added in the order of (set, key as nft prints it).
+        let mut adds: Vec<(&str, String, Element)> = Vec::new();
         for (id, owners) in &synced.claims {
             let Some(winner) = owners.winner() else {
                 continue;
             };
-            let want = value_text(winner);
-            match listing.elements.get(id.0).and_then(|m| m.get(&id.1)) {
-                Some(have) if *have == want => {}
+            let key = id.1.to_string();
+            match listing.elements.get(id.0).and_then(|m| m.get(&key)) {
+                Some(have) if *have == winner.text() => {}
                 Some(_) => {
-                    out.tx().delete_element(id.0, &id.1);
-                    adds.push((id, winner));
+                    out.tx().delete_element(id.0, &key);
+                    adds.push((id.0, key, winner.element(id)));
                 }
-                None => adds.push((id, winner)),
+                None => adds.push((id.0, key, winner.element(id))),
             }
         }
         for set in DIFFED_SETS {
             for key in listing.elements.get(set).into_iter().flat_map(|m| m.keys()) {
-                if !synced.claims.contains_key(&(set, key.clone())) {
+                let claimed = parse_key(key).is_some_and(|k| synced.claims.contains_key(&(set, k)));
+                if !claimed {
                     out.tx().delete_element(set, key);
                 }
             }
         }
-        adds.sort_by(|a, b| a.0.cmp(b.0));
-        for (_, e) in adds {
-            out.tx().add_element(e);
+        adds.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (_, _, e) in adds {
+            out.tx().add_element(&e);
         }
 
         // Affinity sets nobody uses any more (their chains were flushed above).

@@ -20,7 +20,7 @@ use kpr_model::NamespacedName;
 
 use crate::listing::{Listing, element_state};
 use crate::names::*;
-use crate::objects::{Chain, Element, Family, Rule, Set};
+use crate::objects::{Chain, Element, Family, Key, Rule, Set, Verdict};
 use crate::render::Fragment;
 use crate::transaction::Transaction;
 
@@ -39,7 +39,7 @@ pub const DIFFED_SETS: [&str; 6] = [
     SERVICE_NODEPORTS,
 ];
 
-type ElementId = (&'static str, String);
+type ElementId = (&'static str, Key);
 
 /// Our record of one family's table after the last successful sync.
 ///
@@ -88,15 +88,59 @@ pub struct Plan {
     pub written: Vec<String>,
 }
 
-fn value_text(e: &Element) -> String {
-    element_state(
-        e.value.as_ref().map(ToString::to_string).as_deref(),
-        e.comment.as_deref(),
-    )
+/// What one Service wants an element to hold (its set and key are the claim's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Wanted {
+    value: Option<Verdict>,
+    comment: Option<String>,
+}
+
+impl Wanted {
+    fn of(e: &Element) -> Self {
+        Self {
+            value: e.value.clone(),
+            comment: e.comment.clone(),
+        }
+    }
+
+    /// As the kernel listing shows it.
+    fn text(&self) -> String {
+        element_state(
+            self.value.as_ref().map(ToString::to_string).as_deref(),
+            self.comment.as_deref(),
+        )
+    }
+
+    fn element(&self, (set, key): &ElementId) -> Element {
+        Element {
+            set,
+            key: key.clone(),
+            value: self.value.clone(),
+            comment: self.comment.clone(),
+        }
+    }
 }
 
 fn elem_id(e: &Element) -> ElementId {
-    (e.set, e.key.to_string())
+    (e.set, e.key.clone())
+}
+
+/// The key a listing shows as `text`, if it is one we would write exactly so.
+fn parse_key(text: &str) -> Option<Key> {
+    let protocol = |p: &str| match p {
+        "tcp" => Some(kpr_model::Protocol::Tcp),
+        "udp" => Some(kpr_model::Protocol::Udp),
+        "sctp" => Some(kpr_model::Protocol::Sctp),
+        _ => None,
+    };
+    let parts: Vec<&str> = text.split(" . ").collect();
+    let key = match parts[..] {
+        [ip] => Key::Addr(ip.parse().ok()?),
+        [p, port] => Key::ProtoPort(protocol(p)?, port.parse().ok()?),
+        [ip, p, port] => Key::AddrProtoPort(ip.parse().ok()?, protocol(p)?, port.parse().ok()?),
+        _ => return None,
+    };
+    (key.to_string() == text).then_some(key)
 }
 
 /// The Services that want one element, each with the value it wants, sorted by
@@ -104,10 +148,10 @@ fn elem_id(e: &Element) -> ElementId {
 /// exactly that size: a `BTreeMap` allocates a node with room for eleven (about 1.5 KB
 /// per element; at 3,000 Services this record was the largest live allocation).
 #[derive(Clone, Debug, Default)]
-struct Owners(Vec<(NamespacedName, Element)>);
+struct Owners(Vec<(NamespacedName, Wanted)>);
 
 impl Owners {
-    fn insert(&mut self, name: NamespacedName, element: Element) {
+    fn insert(&mut self, name: NamespacedName, element: Wanted) {
         match self.0.binary_search_by(|(n, _)| n.cmp(&name)) {
             Ok(i) => self.0[i].1 = element,
             Err(i) => {
@@ -127,7 +171,7 @@ impl Owners {
         self.0.is_empty()
     }
 
-    fn winner(&self) -> Option<&Element> {
+    fn winner(&self) -> Option<&Wanted> {
         self.0.first().map(|(_, e)| e)
     }
 }
@@ -170,7 +214,10 @@ impl Synced {
 
     /// The value text of the element the kernel holds for `id` (its winner's).
     fn winner_text(&self, id: &ElementId) -> Option<String> {
-        self.claims.get(id).and_then(Owners::winner).map(value_text)
+        self.claims
+            .get(id)
+            .and_then(Owners::winner)
+            .map(Wanted::text)
     }
 
     /// Records that Service `name` wants `elements`.
@@ -179,7 +226,7 @@ impl Synced {
             self.claims
                 .entry(elem_id(e))
                 .or_default()
-                .insert(name.clone(), e.clone());
+                .insert(name.clone(), Wanted::of(e));
         }
     }
 
@@ -279,13 +326,13 @@ impl Synced {
             let winner = self.claims.get(&id).and_then(Owners::winner);
             match (winner, have) {
                 (None, None) => {}
-                (None, Some(_)) => tx.delete_element(id.0, &id.1),
+                (None, Some(_)) => tx.delete_element(id.0, &id.1.to_string()),
                 (Some(w), have) => {
-                    if have.as_deref() != Some(value_text(w).as_str()) {
+                    if have.as_deref() != Some(w.text().as_str()) {
                         if have.is_some() {
-                            tx.delete_element(id.0, &id.1);
+                            tx.delete_element(id.0, &id.1.to_string());
                         }
-                        adds.push(w.clone());
+                        adds.push(w.element(&id));
                     }
                 }
             }
@@ -322,6 +369,10 @@ mod tests {
         }
     }
 
+    fn wanted(chain: &str) -> Wanted {
+        Wanted::of(&element(chain))
+    }
+
     fn svc(name: &str) -> NamespacedName {
         NamespacedName::new("default", name)
     }
@@ -329,22 +380,45 @@ mod tests {
     #[test]
     fn the_first_service_by_name_wins_and_the_next_takes_over() {
         let mut owners = Owners::default();
-        owners.insert(svc("web"), element("svc-web"));
-        owners.insert(svc("api"), element("svc-api"));
-        owners.insert(svc("db"), element("svc-db"));
-        assert_eq!(owners.winner(), Some(&element("svc-api")));
+        owners.insert(svc("web"), wanted("svc-web"));
+        owners.insert(svc("api"), wanted("svc-api"));
+        owners.insert(svc("db"), wanted("svc-db"));
+        assert_eq!(owners.winner(), Some(&wanted("svc-api")));
 
         // A new value from the same Service replaces its claim, not adds one.
-        owners.insert(svc("api"), element("svc-api-2"));
+        owners.insert(svc("api"), wanted("svc-api-2"));
         assert_eq!(owners.0.len(), 3);
-        assert_eq!(owners.winner(), Some(&element("svc-api-2")));
+        assert_eq!(owners.winner(), Some(&wanted("svc-api-2")));
 
         owners.remove(&svc("api"));
-        assert_eq!(owners.winner(), Some(&element("svc-db")));
+        assert_eq!(owners.winner(), Some(&wanted("svc-db")));
         owners.remove(&svc("nobody"));
         owners.remove(&svc("db"));
         owners.remove(&svc("web"));
         assert!(owners.is_empty());
         assert_eq!(owners.winner(), None);
+    }
+
+    #[test]
+    fn listed_keys_parse_back_only_as_written() {
+        let keys = [
+            Key::Addr("192.0.2.1".parse().unwrap()),
+            Key::Addr("2001:db8::1".parse().unwrap()),
+            Key::ProtoPort(kpr_model::Protocol::Sctp, 30001),
+            Key::AddrProtoPort("2001:db8::7".parse().unwrap(), kpr_model::Protocol::Udp, 53),
+        ];
+        for k in keys {
+            assert_eq!(parse_key(&k.to_string()), Some(k));
+        }
+        for text in [
+            "",
+            "tcp . 80 . x",
+            "icmp . 1",
+            "192.0.2.01",
+            "2001:DB8::1",
+            "1.2.3.4 . tcp",
+        ] {
+            assert_eq!(parse_key(text), None, "{text:?}");
+        }
     }
 }
