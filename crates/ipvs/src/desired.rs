@@ -356,11 +356,9 @@ impl Desired {
                 let text = ip.to_string();
                 if log.record {
                     log.added(Set::IpvsIps, text.clone());
-                }
-                ipvs_ips.insert(text);
-                if log.record {
                     delta.bind_added.push(ip);
                 }
+                ipvs_ips.insert(text);
             } else if !wanted && self.plan.bind.remove(&ip) {
                 let text = ip.to_string();
                 ipvs_ips.remove(&text);

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use kpr_model::NamespacedName;
 
-use super::{DIFFED_SETS, Synced, endpoint_chain_reusable, parse_key};
+use super::{DIFFED_SETS, Synced, endpoint_chain_reusable, listed_key};
 use crate::listing::Listing;
 use crate::names::*;
 use crate::objects::{Element, Family};
@@ -219,7 +219,9 @@ impl Synced {
         }
         out.cut()?;
 
-        // Second pass: the chains' contents, whole Services per transaction.
+        // Second pass: the chains' contents, whole Services per transaction. Which
+        // endpoint chains are kept is decided again as in the first pass rather than
+        // remembered (that would be a set of every endpoint chain at start-up).
         for (_, f) in services() {
             for c in f.chains {
                 if !(first && endpoint_chain_reusable(&c, listing)) {
@@ -275,7 +277,8 @@ impl Synced {
         }
         for set in DIFFED_SETS {
             for key in listing.elements.get(set).into_iter().flat_map(|m| m.keys()) {
-                let claimed = parse_key(key).is_some_and(|k| synced.claims.contains_key(&(set, k)));
+                let claimed =
+                    listed_key(key).is_some_and(|k| synced.claims.contains_key(&(set, k)));
                 if !claimed {
                     out.tx().delete_element(set, key);
                 }

@@ -126,21 +126,10 @@ fn elem_id(e: &Element) -> ElementId {
 }
 
 /// The key a listing shows as `text`, if it is one we would write exactly so.
-fn parse_key(text: &str) -> Option<Key> {
-    let protocol = |p: &str| match p {
-        "tcp" => Some(kpr_model::Protocol::Tcp),
-        "udp" => Some(kpr_model::Protocol::Udp),
-        "sctp" => Some(kpr_model::Protocol::Sctp),
-        _ => None,
-    };
-    let parts: Vec<&str> = text.split(" . ").collect();
-    let key = match parts[..] {
-        [ip] => Key::Addr(ip.parse().ok()?),
-        [p, port] => Key::ProtoPort(protocol(p)?, port.parse().ok()?),
-        [ip, p, port] => Key::AddrProtoPort(ip.parse().ok()?, protocol(p)?, port.parse().ok()?),
-        _ => return None,
-    };
-    (key.to_string() == text).then_some(key)
+fn listed_key(text: &str) -> Option<Key> {
+    crate::netlink::batch::parse_key(text)
+        .ok()
+        .filter(|k| k.to_string() == text)
 }
 
 /// The Services that want one element, each with the value it wants, sorted by
@@ -400,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn listed_keys_parse_back_only_as_written() {
+    fn listed_keys_count_only_as_written() {
         let keys = [
             Key::Addr("192.0.2.1".parse().unwrap()),
             Key::Addr("2001:db8::1".parse().unwrap()),
@@ -408,7 +397,7 @@ mod tests {
             Key::AddrProtoPort("2001:db8::7".parse().unwrap(), kpr_model::Protocol::Udp, 53),
         ];
         for k in keys {
-            assert_eq!(parse_key(&k.to_string()), Some(k));
+            assert_eq!(listed_key(&k.to_string()), Some(k));
         }
         for text in [
             "",
@@ -418,7 +407,7 @@ mod tests {
             "2001:DB8::1",
             "1.2.3.4 . tcp",
         ] {
-            assert_eq!(parse_key(text), None, "{text:?}");
+            assert_eq!(listed_key(text), None, "{text:?}");
         }
     }
 }
